@@ -1,0 +1,51 @@
+"""The ``excite`` command line: ``excite study``, ``excite profile``, ``excite recommend``, ``excite data``.
+
+Each verb lives in its own module here and provides ``add_parser(subparsers)`` and ``run(args)``;
+heavy imports happen inside ``run`` so that ``excite --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+VERBS = ("study", "profile", "recommend", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="excite",
+        description="Squeeze-and-Excitation family attention: study, profile and recommend modules.",
+    )
+    parser.add_argument("--version", action="version", version=f"excite {_version()}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        module = importlib.import_module(f"excite.cli.{verb}")
+        sub = module.add_parser(subparsers)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

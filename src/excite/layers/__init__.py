@@ -1,0 +1,25 @@
+"""The SE-family modules, one file per family, each dimension-generic (1-D, 2-D, 3-D)."""
+
+from .cbam import CBAM
+from .coord import CoordAttention
+from .eca import ECA, adaptive_kernel_size
+from .fca import FCA
+from .scse import SCSE, SpatialSE
+from .se import SE, ChannelSE
+from .simam import SimAM
+from .spse import RGSE, SPSE
+
+__all__ = [
+    "CBAM",
+    "ECA",
+    "FCA",
+    "RGSE",
+    "SCSE",
+    "SE",
+    "SPSE",
+    "ChannelSE",
+    "CoordAttention",
+    "SimAM",
+    "SpatialSE",
+    "adaptive_kernel_size",
+]
