@@ -1,0 +1,366 @@
+"""The fused SE-family kernels against the reference path, timm and torch.compile, in units of LB.
+
+    python benchmarks/kernels.py                       # ResNet-50 stage shapes, every module, all methods
+    python benchmarks/kernels.py --quick               # small shapes, reference and fused only
+    python benchmarks/kernels.py --modules se,simam --methods reference,fused --timer process
+    python benchmarks/kernels.py --profile coord       # where the fused path's time goes, op by op
+
+For each module and shape, measured side by side in one run (the methods and LB alternate, round after
+round, and each figure is a median over the rounds):
+
+* **LB**, the memory roofline unit: one read-only pass (``x.sum()``) plus one read-write pass
+  (``torch.mul(x, 1.0, out=y)``) over the input at this machine's bandwidth;
+* **forward** (no_grad) and **forward + backward** (``torch.autograd.grad`` w.r.t. the input and every
+  parameter, in training mode) for ``reference`` (the plain-autograd path, ``excite.use_reference()``),
+  ``timm`` (its module where one exists: SE, cSE, ECA, CBAM, Coordinate Attention), ``compile``
+  (``torch.compile`` of the reference; compilation excluded) and ``fused`` (excite's default);
+* each as a ratio to LB;
+* **saved**: the memory saved for backward beyond the input and the module's own parameters, in units
+  of the input's size (``torch.autograd.graph.saved_tensors_hooks``).
+
+The issue's targets: forward <= 1.3 LB and forward + backward <= 4 LB for every module; SimAM, scSE,
+Coordinate Attention and ECA at least 3x faster than the reference in training; saved <= 1.
+
+Writes ``kernels.csv`` and ``kernels.png`` into ``--out`` and prints the table (rich if installed).
+Ratios, not absolute times, are the figures that count: on a machine shared with other work the
+absolute times drift, while methods measured in alternation drift together. ``--timer process`` uses
+the process's CPU time instead of the wall clock, which is steadier on a loaded machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import excite
+from excite.fused import backend_name
+
+STAGE_SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
+QUICK_SHAPES = [(4, 64, 28, 28), (4, 256, 7, 7)]
+MODULES = ("se", "cse", "eca", "fca", "spse", "rgse", "cbam", "sse", "scse", "coord", "simam")
+METHODS = ("reference", "timm", "compile", "fused")
+TARGET_FORWARD = 1.3
+TARGET_TRAINING = 4.0
+
+
+def build_excite(name: str, channels: int, size: int) -> nn.Module:
+    """The module with its paper defaults, at a ResNet stage's channels and size."""
+    if name == "fca":
+        return excite.create("fca", channels, dct_size=min(size, 56))  # FcaNet-50's 56/28/14/7 grids
+    if name == "rgse":
+        cells = size // 7
+        return excite.create("rgse", channels, fusion_kernel=cells if cells > 1 else None)
+    return excite.create(name, channels)
+
+
+def build_timm(name: str, channels: int) -> nn.Module | None:
+    """timm's implementation of the same module, where timm has one (None otherwise or without timm)."""
+    import importlib
+
+    places = {
+        "se": ("timm.layers.squeeze_excite", "SEModule", {"rd_ratio": 1 / 16}),
+        "cse": ("timm.layers.squeeze_excite", "SEModule", {"rd_ratio": 1 / 2}),
+        "eca": ("timm.layers.eca", "EcaModule", {}),
+        "cbam": ("timm.layers.cbam", "CbamModule", {}),
+        "coord": ("timm.layers.coord_attn", "CoordAttn", {}),
+    }
+    if name not in places:
+        return None
+    module_name, class_name, options = places[name]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError):
+        return None
+    return cls(channels, **options)
+
+
+class Timer:
+    def __init__(self, kind: str) -> None:
+        self.clock = time.perf_counter if kind == "wall" else time.process_time
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        start = self.clock()
+        fn()
+        return self.clock() - start
+
+
+def saved_bytes(module: nn.Module, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Bytes packed for backward beyond the input and the module's parameters and buffers, in units of
+    the input's size."""
+    owned = {t.untyped_storage().data_ptr() for t in list(module.parameters()) + list(module.buffers())}
+    owned.add(x.untyped_storage().data_ptr())
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = call(x)
+    del y
+    extra = sum(nbytes for pointer, nbytes in seen.items() if pointer not in owned)
+    return extra / x.untyped_storage().nbytes()
+
+
+def method_calls(
+    name: str, channels: int, size: int, methods: Sequence[str]
+) -> dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
+    """``{method: (module, forward function)}`` for the methods available for this module."""
+    calls: dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {}
+    module = build_excite(name, channels, size).train()
+    for method in methods:
+        if method == "reference":
+
+            def reference(x: torch.Tensor, module: nn.Module = module) -> torch.Tensor:
+                with excite.use_reference():
+                    return module(x)
+
+            calls[method] = (module, reference)
+        elif method == "fused":
+            calls[method] = (module, module)
+        elif method == "compile":
+            compiled = torch.compile(module)
+            calls[method] = (module, compiled)
+        elif method == "timm":
+            peer = build_timm(name, channels)
+            if peer is not None:
+                peer = peer.train()
+                calls[method] = (peer, peer)
+    return calls
+
+
+def measure(
+    name: str, shape: tuple[int, ...], methods: Sequence[str], rounds: int, timer: Timer
+) -> list[dict[str, object]]:
+    batch, channels, height, width = shape
+    torch.manual_seed(0)
+    x = torch.randn(shape).requires_grad_()
+    grad = torch.randn(shape)
+    scratch = torch.empty(shape)
+    calls = method_calls(name, channels, height, methods)
+
+    def forward(call: Callable) -> Callable[[], object]:
+        def run() -> None:
+            with torch.no_grad():
+                call(x)
+
+        return run
+
+    def training(module: nn.Module, call: Callable) -> Callable[[], object]:
+        inputs = [x] + [p for p in module.parameters() if p.requires_grad]
+
+        def run() -> None:
+            torch.autograd.grad(call(x), inputs, grad)
+
+        return run
+
+    tasks: dict[tuple[str, str], Callable[[], object]] = {
+        ("LB", "read"): lambda: x.detach().sum(),
+        ("LB", "write"): lambda: torch.mul(x.detach(), 1.0, out=scratch),
+    }
+    for method, (module, call) in calls.items():
+        tasks[(method, "forward")] = forward(call)
+        tasks[(method, "training")] = training(module, call)
+    for task in tasks.values():  # warm-up: compilation, allocator, caches
+        task()
+        task()
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in tasks}
+    for _ in range(rounds):
+        for key, task in tasks.items():
+            samples[key].append(timer(task))
+    median = {key: statistics.median(values) for key, values in samples.items()}
+    lb = median[("LB", "read")] + median[("LB", "write")]
+    rows = []
+    for method, (module, call) in calls.items():
+        rows.append(
+            {
+                "module": name,
+                "shape": "x".join(str(s) for s in shape),
+                "method": method,
+                "forward_ms": 1e3 * median[(method, "forward")],
+                "training_ms": 1e3 * median[(method, "training")],
+                "forward_LB": median[(method, "forward")] / lb,
+                "training_LB": median[(method, "training")] / lb,
+                "saved_x": saved_bytes(module, call, x),
+                "LB_ms": 1e3 * lb,
+            }
+        )
+    reference = next((r for r in rows if r["method"] == "reference"), None)
+    for row in rows:
+        row["training_speedup"] = reference["training_ms"] / row["training_ms"] if reference else math.nan
+    return rows
+
+
+def print_table(rows: list[dict[str, object]], title: str) -> None:
+    headers = ["module", "shape", "method", "fwd LB", "fwd+bwd LB", "speed-up", "saved x", "LB ms"]
+
+    def cells(row: dict[str, object]) -> list[str]:
+        return [
+            str(row["module"]),
+            str(row["shape"]),
+            str(row["method"]),
+            f"{row['forward_LB']:.2f}",
+            f"{row['training_LB']:.2f}",
+            f"{row['training_speedup']:.1f}x",
+            f"{row['saved_x']:.2f}",
+            f"{row['LB_ms']:.2f}",
+        ]
+
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print(title)
+        print(" | ".join(headers))
+        for row in rows:
+            print(" | ".join(cells(row)))
+        return
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("module", "shape", "method") else "right")
+    for row in rows:
+        values = cells(row)
+        if row["method"] == "fused":
+            values = [f"[bold]{v}[/bold]" for v in values]
+        table.add_row(*values)
+    Console().print(table)
+
+
+def plot(rows: list[dict[str, object]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed: no PNG", stacklevel=2)
+        return
+    shapes = list(dict.fromkeys(r["shape"] for r in rows))
+    modules = list(dict.fromkeys(r["module"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    figure, axes = plt.subplots(2, len(shapes), figsize=(4.2 * len(shapes), 7), squeeze=False, sharey="row")
+    width = 0.8 / max(len(methods), 1)
+    for column, shape in enumerate(shapes):
+        for row_index, (key, target, label) in enumerate(
+            [
+                ("forward_LB", TARGET_FORWARD, "forward / LB"),
+                ("training_LB", TARGET_TRAINING, "forward+backward / LB"),
+            ]
+        ):
+            ax = axes[row_index][column]
+            for k, method in enumerate(methods):
+                values = [
+                    next(
+                        (
+                            r[key]
+                            for r in rows
+                            if r["shape"] == shape and r["module"] == m and r["method"] == method
+                        ),
+                        0,
+                    )
+                    for m in modules
+                ]
+                positions = [i + (k - (len(methods) - 1) / 2) * width for i in range(len(modules))]
+                ax.bar(positions, values, width=width, label=method)
+            ax.axhline(target, color="black", linestyle="--", linewidth=1, label=f"target {target}")
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(modules)))
+            ax.set_xticklabels(modules, rotation=60, fontsize=8)
+            if column == 0:
+                ax.set_ylabel(label)
+            if row_index == 0:
+                ax.set_title(shape, fontsize=9)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("SE-family modules in units of LB (one read + one read-write pass); lower is better")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def profile(name: str, shape: tuple[int, ...]) -> None:
+    """The op-level breakdown of the fused path's forward + backward (torch.profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    module = build_excite(name, shape[1], shape[2]).train()
+    x = torch.randn(shape, requires_grad=True)
+    grad = torch.randn(shape)
+    inputs = [x] + list(module.parameters())
+    for _ in range(2):
+        torch.autograd.grad(module(x), inputs, grad)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            torch.autograd.grad(module(x), inputs, grad)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small shapes; reference and fused only")
+    parser.add_argument("--modules", default=",".join(MODULES))
+    parser.add_argument("--methods", default=None, help=f"comma-separated among {', '.join(METHODS)}")
+    parser.add_argument("--shapes", default=None, help="e.g. 8x256x56x56,8x2048x7x7")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per figure (median)")
+    parser.add_argument("--timer", choices=("wall", "process"), default="wall")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for kernels.csv and kernels.png")
+    parser.add_argument("--profile", default=None, help="print the fused path's op profile for this module")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.shapes:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    else:
+        shapes = QUICK_SHAPES if args.quick else STAGE_SHAPES
+    if args.profile:
+        profile(args.profile, shapes[0])
+        return
+    methods = (
+        args.methods.split(",") if args.methods else (["reference", "fused"] if args.quick else list(METHODS))
+    )
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {METHODS}")
+    modules = args.modules.split(",")
+    rounds = args.rounds or (5 if args.quick else 9)
+    timer = Timer(args.timer)
+    probe = torch.randn(2, 2, 2, 2)
+    header = (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {backend_name(probe)}, "
+        f"timer: {args.timer}, {rounds} rounds"
+    )
+    print(header, file=sys.stderr)
+    jobs = [(m, s) for s in shapes for m in modules]
+    try:
+        from tqdm import tqdm
+
+        jobs_iter = tqdm(jobs, desc="kernels", file=sys.stderr)
+    except ImportError:
+        jobs_iter = jobs
+    rows: list[dict[str, object]] = []
+    for name, shape in jobs_iter:
+        rows.extend(measure(name, shape, methods, rounds, timer))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "kernels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out / "kernels.png")
+    print_table(rows, header)
+    print(f"wrote {out / 'kernels.csv'} and {out / 'kernels.png'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The hand-derived backwards against finite differences, and what the fused Functions keep for backward.
+
+``gradcheck`` (float64) compares every Function's closed-form backward with central differences of its
+own forward, for the input and every parameter, in training mode (BatchNorm on batch statistics), for
+both kernel backends and both memory layouts.
+
+The memory property is measured with ``torch.autograd.graph.saved_tensors_hooks``: every tensor packed
+for backward during the forward is recorded by storage, and storages that are the input's or the
+module's own parameters and buffers are not extra memory. The fused path must keep the input and
+nothing else of its size; the reference path, for contrast, keeps several full-size intermediates.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from excite_test_helpers import FOUNDATION_NAMES, build, sample
+from torch.func import functional_call
+
+import excite
+from excite.fused import forced_backend
+from excite.fused.functions import SmallConvFunction
+
+
+def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "contiguous":
+        return x.contiguous()
+    if x.dim() == 3:
+        return x.transpose(1, 2).contiguous().transpose(1, 2)
+    return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+
+
+GRADCHECK_CASES = [(name, dim, "cpp", "contiguous") for name in FOUNDATION_NAMES for dim in (1, 2, 3)]
+GRADCHECK_CASES += [(name, dim, "cpp", "channels_last") for name in FOUNDATION_NAMES for dim in (1, 3)]
+GRADCHECK_CASES += [(name, 2, "torch", "contiguous") for name in FOUNDATION_NAMES]
+
+
+@pytest.mark.parametrize("name, dim, backend, layout", GRADCHECK_CASES)
+def test_gradcheck(name: str, dim: int, backend: str, layout: str) -> None:
+    module = build(name, dim).double().train()
+    x = in_layout(sample(name, dim, batch=3, dtype=torch.float64), layout).requires_grad_()
+    names = [n for n, _ in module.named_parameters()]
+    parameters = tuple(p.detach().clone().requires_grad_() for _, p in module.named_parameters())
+
+    def function(inputs, *weights):
+        return functional_call(module, dict(zip(names, weights)), (inputs,))
+
+    with forced_backend(backend):
+        y = function(x, *parameters)
+        assert "Function" in type(y.grad_fn).__name__, "the fused path was not taken"
+        assert torch.autograd.gradcheck(function, (x, *parameters), fast_mode=True)
+
+
+@pytest.mark.parametrize("dim", (1, 2, 3))
+def test_small_conv_backward(dim: int) -> None:
+    """CBAM's spatial convolution with the two-forward-convolutions backward."""
+    generator = torch.Generator().manual_seed(0)
+    inp = torch.randn((2, 2) + (5,) * dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn((1, 2) + (3,) * dim, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: SmallConvFunction.apply(a, w, (1,) * dim), (inp, weight))
+
+
+def saved_storage_bytes(
+    name: str, reference: bool, layout: str = "contiguous", dtype: torch.dtype = torch.float32
+) -> tuple[int, int, dict[str, int]]:
+    """``(input bytes, extra bytes saved for backward, {kind: bytes})`` for one training forward.
+
+    Shape ``[8, 32, 16, 16]``: per-(n, c), per-position and per-(c, position) statistics are then at
+    most 1/8 of the input each, so "input-sized" is unambiguous.
+    """
+    module = excite.create(
+        name, 32, dim=2, **({"reduction": 4} if name not in ("simam", "sse", "eca") else {})
+    )
+    if name == "rgse":
+        module = excite.create(name, 32, dim=2, reduction=4, pool_size=4, fusion_kernel=4)
+    module = module.train().to(dtype)
+    x = in_layout(torch.randn(8, 32, 16, 16), layout).to(dtype).requires_grad_()
+    owned = {t.untyped_storage().data_ptr() for t in list(module.parameters()) + list(module.buffers())}
+    input_storage = x.untyped_storage().data_ptr()
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with excite.use_reference(reference), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = module(x)
+    del y
+    kinds = {"input": 0, "extra": 0}
+    for pointer, nbytes in seen.items():
+        if pointer == input_storage:
+            kinds["input"] += nbytes
+        elif pointer not in owned:
+            kinds["extra"] += nbytes
+    return x.untyped_storage().nbytes(), kinds["extra"], kinds
+
+
+@pytest.mark.parametrize("layout", ("contiguous", "channels_last"))
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
+def test_fused_saves_only_the_input_and_statistics(name: str, layout: str) -> None:
+    input_bytes, extra, kinds = saved_storage_bytes(name, reference=False, layout=layout)
+    assert kinds["input"] == input_bytes, f"{name}: the input itself should be saved (once), got {kinds}"
+    # What else is kept is statistics-sized, each at most 1/8 of the input at this shape: per-(n, c)
+    # and per-position gates, Coordinate Attention's strips and its small graph (~1/3 in all), SPSE's,
+    # RGSE's and FcaNet's (C, S) fp32 pooling filter (1/8).
+    assert extra <= input_bytes // 2, (
+        f"{name}: {extra} extra bytes saved for backward, input is {input_bytes}"
+    )
+
+
+@pytest.mark.parametrize("name", ("simam", "scse", "coord", "cbam"))
+def test_reference_path_keeps_full_size_intermediates(name: str) -> None:
+    """The measurement sees full-size tensors: for these four the plain-autograd path keeps at least one
+    besides x (SE-like channel gates are already lean on the reference path: ``x * s`` saves x and s)."""
+    input_bytes, extra, _ = saved_storage_bytes(name, reference=True)
+    assert extra >= input_bytes, f"{name}: reference saved only {extra} extra bytes"
+
+
+def test_half_precision_saves_half_precision_input() -> None:
+    input_bytes, extra, kinds = saved_storage_bytes("simam", reference=False, dtype=torch.bfloat16)
+    assert kinds["input"] == input_bytes == 8 * 32 * 16 * 16 * 2
+    assert extra <= input_bytes // 2
