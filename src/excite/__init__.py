@@ -2,12 +2,12 @@
 
     >>> import excite
     >>> excite.available()
-    ['cbam', 'coord', 'cse', 'eca', 'fca', 'rgse', 'scse', 'se', 'simam', 'spse', 'sse']
+    ['cbam', 'coord', 'cse', 'eca', 'eca_coord', 'fca', 'rgse', 'scse', 'se', 'simam', 'spse', 'sse']
     >>> se = excite.create("se", 64, dim=3, reduction=8)
 
 The public surface is ``create``, ``available``, ``load_official``, ``attach``, ``replace``,
-``profile``, ``use_reference``, the module classes, and the subpackages ``models``, ``analysis`` and
-``search``. Everything else is internal.
+``profile``, ``use_reference``, the module classes, and the subpackages ``models``, ``analysis``,
+``search``, ``recommend``, ``tokens``, ``graphs`` and ``video``. Everything else is internal.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .layers import (
     SPSE,
     ChannelSE,
     CoordAttention,
+    ECACoord,
     SimAM,
     SpatialSE,
 )
@@ -40,7 +41,19 @@ _LAZY_ATTRIBUTES = {
     "replace": ("excite.surgery", "replace"),
     "profile": ("excite.profiling", "profile"),
 }
-_LAZY_MODULES = ("models", "analysis", "search", "surgery", "profiling", "study", "tokens", "graphs", "video")
+_LAZY_MODULES = (
+    "models",
+    "analysis",
+    "search",
+    "recommend",
+    "surgery",
+    "profiling",
+    "study",
+    "datasets",
+    "tokens",
+    "graphs",
+    "video",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -62,6 +75,7 @@ __all__ = [
     "SPSE",
     "ChannelSE",
     "CoordAttention",
+    "ECACoord",
     "SimAM",
     "SpatialSE",
     "available",

@@ -71,14 +71,20 @@ def check_input(x: Tensor, dim: int, channels: Optional[int], name: str) -> None
             )
 
 
+def accumulation_dtype(x: Tensor) -> torch.dtype:
+    """fp32 for half-precision inputs, the input's own dtype otherwise (float64 stays float64, so
+    ``gradcheck`` and double-precision references are not rounded to fp32)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 def spatial_mean(x: Tensor) -> Tensor:
-    """Mean over all spatial axes, accumulated in fp32, returned as ``(N, C)`` in ``x.dtype``.
+    """Mean over all spatial axes, accumulated in at least fp32, returned as ``(N, C)`` in ``x.dtype``.
 
     ``x.mean(dtype=float32)`` reads a half-precision tensor once and accumulates in fp32 without
     materialising an fp32 copy, so fp16 sums of large maps cannot overflow.
     """
     axes = spatial_axes(x.dim() - 2)
-    return x.mean(dim=axes, dtype=torch.float32).to(x.dtype)
+    return x.mean(dim=axes, dtype=accumulation_dtype(x)).to(x.dtype)
 
 
 def spatial_amax(x: Tensor) -> Tensor:
@@ -134,7 +140,7 @@ def fold_adaptive_pool(weight: Tensor, spatial_size: List[int]) -> Tensor:
 
 def window_mean(x: Tensor, window: int) -> Tensor:
     """Average pooling with a ``window``-wide kernel and stride on every spatial axis (the remainder
-    is dropped, like ``AvgPool``), accumulated in fp32 for every input dtype."""
+    is dropped, like ``AvgPool``), accumulated in at least fp32."""
     dim = x.dim() - 2
     shape = [x.shape[0], x.shape[1]]
     for axis in range(2, dim + 2):
@@ -144,12 +150,13 @@ def window_mean(x: Tensor, window: int) -> Tensor:
     axes: List[int] = []
     for i in range(dim):
         axes.append(3 + 2 * i)
-    return x.reshape(shape).mean(dim=axes, dtype=torch.float32).to(x.dtype)
+    return x.reshape(shape).mean(dim=axes, dtype=accumulation_dtype(x)).to(x.dtype)
 
 
 def weighted_spatial_sum(x: Tensor, weight: Tensor) -> Tensor:
-    """``sum_spatial(x * weight)`` for a ``(C, *spatial)`` filter bank, accumulated in fp32, ``(N, C)``."""
-    return (x * weight.unsqueeze(0)).sum(dim=spatial_axes(x.dim() - 2), dtype=torch.float32)
+    """``sum_spatial(x * weight)`` for a ``(C, *spatial)`` filter bank, ``(N, C)``, accumulated and
+    returned in :func:`accumulation_dtype` (at least fp32)."""
+    return (x * weight.unsqueeze(0)).sum(dim=spatial_axes(x.dim() - 2), dtype=accumulation_dtype(x))
 
 
 def conv_nd(dim: int) -> type:

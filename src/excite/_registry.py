@@ -57,6 +57,8 @@ def create(name: str, channels: Optional[int] = None, *, dim: int = 2, **options
     if layout == "tokens":
         from .tokens import create_token_attention
 
+        if dim != 2:
+            raise ValueError(f"create: layout='tokens' works on (N, L, C) sequences and takes no dim (got dim={dim})")
         return create_token_attention(name, channels, **options)
     if layout != "channels_first":
         raise ValueError(f"create: layout must be 'channels_first' or 'tokens', got {layout!r}")

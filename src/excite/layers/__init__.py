@@ -3,6 +3,7 @@
 from .cbam import CBAM
 from .coord import CoordAttention
 from .eca import ECA, adaptive_kernel_size
+from .eca_coord import ECACoord
 from .fca import FCA
 from .scse import SCSE, SpatialSE
 from .se import SE, ChannelSE
@@ -19,6 +20,7 @@ __all__ = [
     "SPSE",
     "ChannelSE",
     "CoordAttention",
+    "ECACoord",
     "SimAM",
     "SpatialSE",
     "adaptive_kernel_size",

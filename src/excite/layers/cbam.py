@@ -11,8 +11,10 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from .. import fused
 from .._nd import (
     GateTap,
+    accumulation_dtype,
     check_channels,
     check_dim,
     check_input,
@@ -23,6 +25,7 @@ from .._nd import (
     spatial_mean,
 )
 from .._registry import register
+from ..fused import fused_enabled
 
 _BATCHNORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
@@ -107,15 +110,22 @@ class CBAM(nn.Module):
     def spatial_gate(self, x: Tensor) -> Tensor:
         """``M_s`` as ``(N, 1, *spatial)``."""
         channel_max = x.amax(dim=1, keepdim=True)
-        channel_mean = x.mean(dim=1, keepdim=True, dtype=torch.float32).to(x.dtype)
+        channel_mean = x.mean(dim=1, keepdim=True, dtype=accumulation_dtype(x)).to(x.dtype)
         if self.max_first:
             pooled = torch.cat([channel_max, channel_mean], dim=1)
         else:
             pooled = torch.cat([channel_mean, channel_max], dim=1)
         return torch.sigmoid(self.spatial_norm(self.spatial_conv(pooled)))
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.cbam(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "CBAM")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         out = scale_channels(x, self.channel_gate(x))
         if self.use_spatial:
             out = out * self.spatial_gate(out)

@@ -11,8 +11,10 @@ from typing import List, Optional
 import torch
 from torch import Tensor, nn
 
-from .._nd import check_channels, check_dim, check_input, make_activation
+from .. import fused
+from .._nd import accumulation_dtype, check_channels, check_dim, check_input, make_activation
 from .._registry import register
+from ..fused import fused_enabled
 
 NORMS = ("batch", "layer", "none")
 
@@ -98,7 +100,7 @@ class CoordAttention(nn.Module):
             if len(others) == 0:
                 out.append(x)
             else:
-                strip = x.mean(dim=others, dtype=torch.float32).to(x.dtype)
+                strip = x.mean(dim=others, dtype=accumulation_dtype(x)).to(x.dtype)
                 out.append(strip.reshape(x.shape[0], x.shape[1], x.shape[axis]))
         return out
 
@@ -116,8 +118,15 @@ class CoordAttention(nn.Module):
             gates.append(torch.sigmoid(conv(parts[axis])).reshape(shape))
         return gates
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.coord(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "CoordAttention")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         gates = self.axis_gates(x)
         out = x
         for axis in range(self.dim - 1, -1, -1):

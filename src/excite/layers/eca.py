@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 from typing import Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import fused
 from .._nd import GateTap, check_dim, check_input, scale_channels, spatial_mean
 from .._registry import register
+from ..fused import fused_enabled
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
@@ -95,6 +98,13 @@ class ECA(nn.Module):
         neighbours = F.pad(z.unsqueeze(1), [half, half], mode=mode)
         return self.tap(self.conv(neighbours).squeeze(1).sigmoid())
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.eca(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "ECA")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         return scale_channels(x, self.excitation(spatial_mean(x)))

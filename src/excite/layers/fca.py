@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .. import fused
 from .._nd import (
     GateTap,
     check_channels,
@@ -24,6 +25,7 @@ from .._nd import (
     weighted_spatial_sum,
 )
 from .._registry import register
+from ..fused import fused_enabled
 
 # The official 32-entry tables on the 7x7 reference grid; pairs are (u, v) = (row/height, col/width).
 # "top" ranks single frequencies by ImageNet accuracy (two-step selection, FcaNet-TS).
@@ -182,6 +184,13 @@ class FCA(nn.Module):
     def excitation(self, z: Tensor) -> Tensor:
         return self.tap(torch.sigmoid(self.fc2(self.act(self.fc1(z)))))
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.fca(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "FCA")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         return scale_channels(x, self.excitation(self.squeeze(x).to(x.dtype)))

@@ -13,8 +13,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._nd import check_channels, check_dim, check_input, conv_nd
+from .. import fused
+from .._nd import check_channels, check_dim, check_input, conv_nd, reduced_width
 from .._registry import register
+from ..fused import fused_enabled
 from .se import ChannelSE
 
 
@@ -48,8 +50,15 @@ class SpatialSE(nn.Module):
         """The gate ``q`` of shape ``(N, 1, *spatial)``."""
         return torch.sigmoid(self.conv(x))
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.sse(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "SpatialSE")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         return x * self.spatial_gate(x)
 
 
@@ -95,12 +104,20 @@ class SCSE(nn.Module):
             raise ValueError(f"{name}: aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
         self.dim = dim
         self.channels = check_channels(channels, name)
+        reduced_width(self.channels, reduction, name)  # so that C < r is reported as SCSE's error
         self.aggregation = aggregation
         self.cse = ChannelSE(self.channels, dim=dim, reduction=reduction)
         self.sse = SpatialSE(self.channels, dim=dim)
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.scse(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "SCSE")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         channel_recalibrated = self.cse(x)
         spatial_recalibrated = self.sse(x)
         if self.aggregation == "max":

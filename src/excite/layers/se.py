@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
 from torch import Tensor, nn
 
+from .. import fused
 from .._nd import (
     GateTap,
     check_channels,
@@ -23,6 +25,7 @@ from .._nd import (
     spatial_mean,
 )
 from .._registry import register
+from ..fused import fused_enabled
 
 
 @register("se")
@@ -100,8 +103,15 @@ class SE(nn.Module):
         """The channel gate ``s`` (N, C) from the squeezed descriptor ``z`` (N, C)."""
         return self.tap(self.gate(self.fc2(self.act(self.fc1(z)))))
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.se(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, self._name)
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         return scale_channels(x, self.excitation(spatial_mean(x)))
 
 

@@ -11,8 +11,10 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .._nd import check_dim, check_input, spatial_axes
+from .. import fused
+from .._nd import accumulation_dtype, check_dim, check_input, spatial_axes
 from .._registry import register
+from ..fused import fused_enabled
 
 
 @register("simam")
@@ -35,7 +37,7 @@ class SimAM(nn.Module):
     official ImageNet training commands and mmdetection configs use **λ = 0.1**, so the released
     checkpoints appear to be trained with 0.1; pass ``lambda_=0.1`` to reproduce them.
 
-    Precision: the statistics and the energy are computed in fp32 whatever the input dtype, then the
+    Precision: the statistics and the energy are computed in at least fp32 (fp64 stays fp64), then the
     output is cast back, because ``(x - μ)²`` overflows fp16 for ``|x - μ| > 256`` (peer
     implementations return inf/NaN there).
 
@@ -56,7 +58,7 @@ class SimAM(nn.Module):
         self.lambda_ = float(lambda_)
 
     def attention(self, x: Tensor) -> Tensor:
-        """The 3-D weight ``σ(E⁻¹)`` in fp32, same shape as ``x``."""
+        """The 3-D weight ``σ(E⁻¹)`` in at least fp32, same shape as ``x``."""
         positions = 1
         for size in x.shape[2:]:
             positions = positions * size
@@ -67,12 +69,19 @@ class SimAM(nn.Module):
             )
         n = positions - 1
         axes = spatial_axes(self.dim)
-        xf = x.float()
+        xf = x.to(accumulation_dtype(x))
         squared_deviation = (xf - xf.mean(dim=axes, keepdim=True)).pow(2)
         variance = squared_deviation.sum(dim=axes, keepdim=True) / n
         energy_inverse = squared_deviation / (4 * (variance + self.lambda_)) + 0.5
         return torch.sigmoid(energy_inverse)
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.simam(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "SimAM")
-        return (x.float() * self.attention(x)).to(x.dtype)
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
+        return (x.to(accumulation_dtype(x)) * self.attention(x)).to(x.dtype)

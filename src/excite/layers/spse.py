@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import fused
 from .._nd import (
     GateTap,
+    accumulation_dtype,
     PooledBatchNorm,
     check_channels,
     check_dim,
@@ -27,6 +29,7 @@ from .._nd import (
     window_mean,
 )
 from .._registry import register
+from ..fused import fused_enabled
 
 
 class _PooledSE(nn.Module):
@@ -94,19 +97,27 @@ class SPSE(_PooledSE):
         self.norm = PooledBatchNorm(channels)
 
     def squeeze(self, x: Tensor) -> Tensor:
-        """The fused pyramid descriptor before BN, ``(N, C)`` in fp32."""
+        """The fused pyramid descriptor before BN, ``(N, C)`` in at least fp32."""
         size = list(x.shape[2:])
-        weight = torch.zeros([self.channels] + size, dtype=torch.float32, device=x.device)
-        bias = torch.zeros([self.channels], dtype=torch.float32, device=x.device)
+        accumulate = accumulation_dtype(x)
+        weight = torch.zeros([self.channels] + size, dtype=accumulate, device=x.device)
+        bias = torch.zeros([self.channels], dtype=accumulate, device=x.device)
         for conv in self.fusion:
-            weight = weight + fold_adaptive_pool(conv.weight.float().squeeze(1), size)
+            weight = weight + fold_adaptive_pool(conv.weight.to(accumulate).squeeze(1), size)
             conv_bias = conv.bias
             if conv_bias is not None:
-                bias = bias + conv_bias.float()
+                bias = bias + conv_bias.to(accumulate)
         return weighted_spatial_sum(x, weight) + bias
+
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.spse(self, x)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "SPSE")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         z = self.norm(self.squeeze(x).to(x.dtype))
         return scale_channels(x, self.excitation(z))
 
@@ -164,8 +175,15 @@ class RGSE(_PooledSE):
             self.fusion = nn.Identity()
             self.norm = nn.Identity()
 
+    @torch.jit.unused
+    def _forward_fused(self, x: Tensor) -> Tensor:
+        return fused.rgse(self, x)
+
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.dim, self.channels, "RGSE")
+        if not torch.jit.is_scripting():
+            if fused_enabled(x):
+                return self._forward_fused(x)
         if min(x.shape[2:]) < self.pool_size:
             raise ValueError(
                 f"RGSE: spatial size {list(x.shape[2:])} is smaller than the {self.pool_size}-wide pooling window"

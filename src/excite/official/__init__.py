@@ -56,7 +56,8 @@ class KeyMap:
     """A converter made of prefix renames: ``[("fc.0.", "fc1."), ...]``, first match wins.
 
     ``checked_buffers`` maps source keys that hold values we compute ourselves (FcaNet's DCT filter)
-    to our attribute; they are compared, not loaded, and a mismatch is reported.
+    to our attribute; they are compared, not loaded, and a mismatch is reported. Where the target holds
+    that attribute as a parameter (``FCA(learnable=True)``) the value is a trained weight and is loaded.
     """
 
     def __init__(
@@ -68,7 +69,12 @@ class KeyMap:
     def __call__(self, target: nn.Module, state_dict: Mapping[str, Tensor]) -> Converted:
         converted: Dict[str, Tensor] = {}
         unplaced: List[str] = []
+        parameters = dict(target.named_parameters())
         for key, value in state_dict.items():
+            if key in self.checked_buffers and self.checked_buffers[key] in parameters:
+                # Built learnable (FcaNet's "learnable DCT"), the filter is a trained weight: load it.
+                converted[self.checked_buffers[key]] = value
+                continue
             if key in self.checked_buffers:
                 ours = target.get_buffer(self.checked_buffers[key]) if self.checked_buffers[key] else None
                 if ours is not None and (
