@@ -8,6 +8,9 @@ Both come from Debian packages, which CI installs:
 
 Every loader also takes a user path. The search order is: the explicit path, then the environment
 variable (``EXCITE_FASHION_MNIST``, ``EXCITE_BRAIN_MRI``), then the Debian location.
+
+Loaders: :func:`load_fashion_mnist` (IDX parsing, fixed validation split) and :func:`load_brain_mri`
+(NIfTI via nibabel, grid check and resampling, label sets, slab splits).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class DataSource:
     required_files: Sequence[str]
     how_to_get: str
 
-    def find(self, path: Optional[os.PathLike] = None) -> Optional[Path]:
+    def find(self, path: os.PathLike | None = None) -> Path | None:
         """The first candidate folder that holds every required file, or None."""
         candidates = [path, os.environ.get(self.env_var), self.default_dir]
         for candidate in candidates:
@@ -37,7 +40,7 @@ class DataSource:
                 return Path(candidate)
         return None
 
-    def locate(self, path: Optional[os.PathLike] = None) -> Path:
+    def locate(self, path: os.PathLike | None = None) -> Path:
         """Like :meth:`find`, but raises FileNotFoundError with instructions."""
         found = self.find(path)
         if found is None:
@@ -107,3 +110,23 @@ def install_debian_packages(sources: Sequence[DataSource] = SOURCES, quiet: bool
         print(f"excite: apt-get failed ({error}); install {' '.join(packages)} by hand")
         return False
     return all(s.find() is not None for s in sources)
+
+
+from .brain_mri import BrainMRI, axial_slabs, load_brain_mri  # noqa: E402
+from .fashion_mnist import CLASSES as FASHION_MNIST_CLASSES  # noqa: E402
+from .fashion_mnist import FashionMNIST, load_fashion_mnist, read_idx  # noqa: E402
+
+__all__ = [
+    "BRAIN_MRI",
+    "FASHION_MNIST",
+    "FASHION_MNIST_CLASSES",
+    "SOURCES",
+    "BrainMRI",
+    "DataSource",
+    "FashionMNIST",
+    "axial_slabs",
+    "install_debian_packages",
+    "load_brain_mri",
+    "load_fashion_mnist",
+    "read_idx",
+]

@@ -1,0 +1,101 @@
+"""``excite study``: train and compare the SE-family modules on real data and write the report.
+
+excite study                                   # quick preset, ~15 min on a 2-core CPU
+excite study --preset full --device cuda       # every arm, 5 seeds, meant for a GPU
+torchrun --nproc_per_node=2 -m excite study    # the same, on 2 processes (DDP; gloo on CPU, NCCL on CUDA)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _comma_list(text: str) -> list:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "study",
+        help="train and compare the modules on Fashion-MNIST and brain MRI; write report.md with verdicts",
+        description=(
+            "Train every arm (no attention and each module) with several seeds under the same budget on "
+            "Fashion-MNIST (classification) and the Colin27 brain MRI (atlas segmentation), then write "
+            "report.md, plots and results.json with a verdict on each of the survey's claims. Finished runs "
+            "in --out are reused and interrupted runs resume from their checkpoints."
+        ),
+    )
+    parser.add_argument("--out", default="excite-study", help="output folder (default: excite-study)")
+    parser.add_argument(
+        "--preset",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick (default): about 15 min on a 2-core CPU; full: every arm, 5 seeds, meant for a GPU",
+    )
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a folder with Fashion-MNIST's IDX files or MRIcron's templates (repeatable); default: "
+        "$EXCITE_FASHION_MNIST / $EXCITE_BRAIN_MRI, then the Debian package locations",
+    )
+    parser.add_argument(
+        "--seeds", type=_comma_list, default=None, help="comma list, e.g. 0,1,2 (default: the preset's)"
+    )
+    parser.add_argument(
+        "--tasks", type=_comma_list, default=None, help="classification,segmentation (default: both)"
+    )
+    parser.add_argument(
+        "--arms", type=_comma_list, default=None, help="comma list of arms, e.g. none,se,eca,cse,sse,scse"
+    )
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse finished runs and resume interrupted ones; --no-resume retrains everything",
+    )
+    parser.add_argument("--sweep-reduction", action="store_true", help="add SE with r in {2, 4, 8, 16, 32}")
+    parser.add_argument(
+        "--dim",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="segmentation U-Net on 2-D slices or 3-D patches",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..study import customise, preset, run_study
+
+    try:
+        config = customise(
+            preset(args.preset),
+            seeds=[int(s) for s in args.seeds] if args.seeds is not None else None,
+            tasks=args.tasks,
+            arms=args.arms,
+            sweep_reduction=True if args.sweep_reduction else None,
+            dim=args.dim,
+        )
+    except ValueError as error:
+        print(f"excite study: {error}", file=sys.stderr)
+        return 2
+    try:
+        run_study(
+            config,
+            args.out,
+            data=args.data,
+            resume=args.resume,
+            device=args.device,
+            amp=not args.no_amp,
+            progress=not args.no_progress,
+        )
+    except FileNotFoundError as error:
+        print(f"excite study: data missing.\n{error}", file=sys.stderr)
+        return 1
+    return 0

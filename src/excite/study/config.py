@@ -1,0 +1,332 @@
+"""Presets, arms and the study configuration.
+
+``quick`` (the default) is sized by measurement to finish in under 15 minutes on a 2-core CPU and still
+produce a real report on the real data: the arms the survey's claims need, the ECA+CA hybrid, a small ViT
+with and without SE, the graph-recommender table at a small budget, 3 seeds, small networks, subsets of
+the data and short schedules. ``full`` is meant for a GPU: every arm, 5 seeds, wider networks, the whole
+data, longer schedules, the 3-D U-Net task and the search section. Both train every arm of a task with
+the same budget (epochs, batch size, learning rate schedule), so the comparison is fair at that budget;
+"at this budget" qualifies every verdict.
+
+Arms. Classification: ``none`` (baseline), ``se``, ``eca``, ``fca``, ``coord``, ``simam``, ``spse``,
+``cbam``, ``eca_coord`` (our ECA + Coordinate Attention hybrid, :mod:`excite.layers.eca_coord`), each
+with the module's official defaults, in the ResNet; and ``vit`` / ``vit_se`` (SE after the attention
+branch, the SQET-style default placement) / ``vit_se_mlp`` / ``vit_se_both``: the small ViT of
+:func:`excite.tokens.vit_tiny`, compared with ``vit``, not with the ResNet. Segmentation (2-D and the
+3-D task ``segmentation3d``): ``none``, ``cse``, ``sse``, ``scse`` (official aggregation ``max``),
+``scse-add``, ``scse-mul``, ``scse-concat`` (the TMI 2019 variants), ``coord``, ``simam`` and
+``eca_coord``. The reduction-ratio sweep adds ``se-r2`` ... ``se-r32`` to classification, with the hidden
+width ``max(1, C // r)`` so that r = 32 stays defined on 16-channel stages.
+
+Sections that the engine does not train: ``graphs`` (LightGCN / SimGCL / WeightedGCL on real
+interactions, :mod:`excite.graphs`, with the budget of :class:`GraphSetup`) and ``search`` (the per-layer
+attention search and the FcaNet frequency search, :func:`excite.search.study_section` with one of its
+presets). They are listed in ``StudyConfig.tasks`` like the engine's tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .engine import Arm, TrainSettings
+from .tasks import ClassificationSetup, SegmentationSetup
+
+ENGINE_TASKS = ("classification", "segmentation", "segmentation3d")
+SECTIONS = ("graphs", "search")
+TASKS = ENGINE_TASKS + SECTIONS
+SWEEP_RATIOS = (2, 4, 8, 16, 32)
+SEARCH_PRESETS = ("quick", "standard", "full")
+# What runs a part that a preset leaves out (the report names it).
+ENABLE_FLAG = {
+    "segmentation3d": "--with-3d",
+    "graphs": "--graphs",
+    "search": "--search quick",
+}
+
+CLASSIFICATION_ARMS = {
+    "none": Arm("none", None),
+    "se": Arm("se", "se"),
+    "eca": Arm("eca", "eca"),
+    "fca": Arm("fca", "fca"),
+    "coord": Arm("coord", "coord"),
+    "simam": Arm("simam", "simam"),
+    "spse": Arm("spse", "spse"),
+    "cbam": Arm("cbam", "cbam"),
+    "eca_coord": Arm("eca_coord", "eca_coord"),
+    "vit": Arm("vit", None, network="vit", baseline="vit"),
+    "vit_se": Arm("vit_se", "se", (("se_position", "attn"),), network="vit", baseline="vit"),
+    "vit_se_mlp": Arm("vit_se_mlp", "se", (("se_position", "mlp"),), network="vit", baseline="vit"),
+    "vit_se_both": Arm("vit_se_both", "se", (("se_position", "both"),), network="vit", baseline="vit"),
+}
+SEGMENTATION_ARMS = {
+    "none": Arm("none", None),
+    "cse": Arm("cse", "cse"),
+    "sse": Arm("sse", "sse"),
+    "scse": Arm("scse", "scse", (("aggregation", "max"),)),
+    "scse-add": Arm("scse-add", "scse", (("aggregation", "add"),)),
+    "scse-mul": Arm("scse-mul", "scse", (("aggregation", "mul"),)),
+    "scse-concat": Arm("scse-concat", "scse", (("aggregation", "concat"),)),
+    "coord": Arm("coord", "coord"),
+    "simam": Arm("simam", "simam"),
+    "eca_coord": Arm("eca_coord", "eca_coord"),
+}
+ARMS = {
+    "classification": CLASSIFICATION_ARMS,
+    "segmentation": SEGMENTATION_ARMS,
+    "segmentation3d": SEGMENTATION_ARMS,
+}
+
+
+def sweep_arm(ratio: int) -> Arm:
+    """SE with reduction ``ratio`` and hidden width ``max(1, C // ratio)`` (the sweep's arms)."""
+    return Arm(f"se-r{ratio}", "se", (("reduction", ratio), ("hidden_floor", 1)))
+
+
+@dataclass(frozen=True)
+class Margins:
+    """The practical margins δ of the verdict rules (see :mod:`excite.study.stats`)."""
+
+    accuracy: float = 0.005
+    dice: float = 0.01
+    specificity: float = 0.02
+    latency: float = 0.05
+    # Recall@20 / NDCG@20 are fractions too; 0.005 is ~2% of LightGCN's Recall@20 on MovieLens-100K,
+    # below the relative gains the WeightedGCL paper reports over SimGCL.
+    ranking: float = 0.005
+
+
+@dataclass(frozen=True)
+class GraphSetup:
+    """The graph comparison's budget: :func:`excite.graphs.train_model` with ``preset`` and overrides.
+
+    Every model trains on the same per-user 8/1/1 split (``split_seed``) once per training seed in
+    ``seeds``; runs are paired by seed. ``None`` overrides keep the graph preset's value (quick: 30
+    epochs, lr 1e-3, evaluation every 5 epochs, patience 10; official: 500 epochs, lr 1e-4).
+    """
+
+    models: tuple[str, ...] = ("lightgcn", "simgcl", "weightedgcl")
+    seeds: tuple[int, ...] = (2023,)
+    preset: str = "quick"
+    epochs: int | None = None
+    lr: float | None = None
+    eval_every: int | None = None
+    patience: int | None = None
+    split_seed: int = 2023
+    ks: tuple[int, ...] = (10, 20)
+
+    def overrides(self) -> dict[str, Any]:
+        """The keyword overrides of the graph preset for :func:`excite.graphs.train_model`."""
+        pairs = {"epochs": self.epochs, "lr": self.lr, "eval_every": self.eval_every, "patience": self.patience}
+        return {key: value for key, value in pairs.items() if value is not None}
+
+
+# The 3-D task: U-Net on 48x48x16 patches of the 2 mm volume. Slabs are 16/8/8 slices thick with gaps of
+# 2 (the thickness must be a multiple of 8 for 3 poolings, and the training slabs at least the patch
+# depth); every test slab is segmented whole.
+SEGMENTATION_3D = SegmentationSetup(
+    dim=3,
+    downsample=2,
+    features=(8, 16, 32, 64),
+    slab_train=16,
+    slab_val=8,
+    slab_test=8,
+    slab_gap=2,
+    patch=(48, 48, 16),
+    patches_per_epoch=32,
+)
+
+
+@dataclass
+class StudyConfig:
+    preset: str
+    seeds: tuple[int, ...]
+    tasks: tuple[str, ...]
+    arms: dict[str, tuple[str, ...]]
+    classification: ClassificationSetup
+    segmentation: SegmentationSetup
+    training: dict[str, TrainSettings]
+    segmentation3d: SegmentationSetup = SEGMENTATION_3D
+    graphs: GraphSetup = field(default_factory=GraphSetup)
+    search: str = "quick"
+    search_parts: tuple[str, ...] = ("attention", "frequency")
+    sweep_reduction: bool = False
+    sweep_seeds: tuple[int, ...] | None = None
+    analysis_examples: int = 2000
+    profile_batch: dict[str, int] = field(
+        default_factory=lambda: {"classification": 32, "segmentation": 4, "segmentation3d": 2}
+    )
+    profile_repeats: int = 5
+    profile_rounds: int = 5
+    margins: Margins = field(default_factory=Margins)
+
+    def arm_list(self, task: str) -> list[Arm]:
+        arms = [ARMS[task][name] for name in self.arms.get(task, ())]
+        if task == "classification" and self.sweep_reduction:
+            arms += [sweep_arm(r) for r in SWEEP_RATIOS]
+        return arms
+
+    def seeds_for(self, task: str, arm: Arm) -> tuple[int, ...]:
+        if arm.name.startswith("se-r") and self.sweep_seeds is not None:
+            return self.sweep_seeds
+        return self.seeds
+
+    def engine_tasks(self) -> tuple[str, ...]:
+        """The tasks the training engine runs, in order."""
+        return tuple(t for t in self.tasks if t in ENGINE_TASKS)
+
+    def not_run(self) -> list[tuple[str, str]]:
+        """``(part, flag)`` for each optional part left out of this configuration."""
+        return [(part, ENABLE_FLAG[part]) for part in ENABLE_FLAG if part not in self.tasks]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["training"] = {k: v.to_dict() for k, v in self.training.items()}
+        return out
+
+
+def preset(name: str) -> StudyConfig:
+    """The ``quick`` or ``full`` configuration.
+
+    Raises:
+        ValueError: an unknown preset name.
+    """
+    if name == "quick":
+        return StudyConfig(
+            preset="quick",
+            seeds=(0, 1, 2),
+            tasks=("classification", "segmentation", "graphs"),
+            arms={
+                "classification": ("none", "se", "eca", "fca", "simam", "coord", "eca_coord", "vit", "vit_se"),
+                "segmentation": ("none", "cse", "sse", "scse", "coord", "eca_coord"),
+                "segmentation3d": ("none", "scse"),
+            },
+            classification=ClassificationSetup(width=16, train_per_class=500, val_per_class=100),
+            # At 2 mm the brain spans ~73 axial slices: thinner slabs (6/2/3, gap 1) give five cycles, so
+            # every split samples the whole brain; a gap of one slice keeps held-out slices off the
+            # training slices.
+            segmentation=SegmentationSetup(
+                dim=2,
+                downsample=2,
+                features=(8, 16, 32, 64),
+                slab_train=6,
+                slab_val=2,
+                slab_test=3,
+                slab_gap=1,
+            ),
+            training={
+                "classification": TrainSettings(epochs=2, batch_size=64, lr=2e-3, weight_decay=5e-4),
+                "segmentation": TrainSettings(epochs=50, batch_size=4, lr=2e-2, weight_decay=1e-4),
+                "segmentation3d": TrainSettings(epochs=25, batch_size=2, lr=1e-2, weight_decay=1e-4),
+            },
+            graphs=GraphSetup(seeds=(2023,), epochs=10, eval_every=5),
+            search="quick",
+            search_parts=("attention", "frequency"),
+            analysis_examples=2000,
+            profile_repeats=5,
+        )
+    if name == "full":
+        return StudyConfig(
+            preset="full",
+            seeds=(0, 1, 2, 3, 4),
+            tasks=TASKS,
+            arms={
+                "classification": tuple(CLASSIFICATION_ARMS),
+                "segmentation": tuple(SEGMENTATION_ARMS),
+                "segmentation3d": ("none", "cse", "sse", "scse"),
+            },
+            classification=ClassificationSetup(width=32),
+            segmentation=SegmentationSetup(dim=2, downsample=1, features=(16, 32, 64, 128, 256)),
+            segmentation3d=replace(
+                SEGMENTATION_3D, features=(16, 32, 64, 128), patch=(64, 64, 16), patches_per_epoch=128
+            ),
+            training={
+                "classification": TrainSettings(epochs=15, batch_size=128, lr=2e-3, weight_decay=5e-4),
+                "segmentation": TrainSettings(epochs=100, batch_size=8, lr=1e-2, weight_decay=1e-4),
+                "segmentation3d": TrainSettings(epochs=100, batch_size=4, lr=1e-2, weight_decay=1e-4),
+            },
+            graphs=GraphSetup(seeds=(2023, 2024, 2025), preset="official"),
+            search="standard",
+            search_parts=("attention", "frequency", "segmentation"),
+            analysis_examples=10000,
+            profile_repeats=20,
+            profile_rounds=7,
+        )
+    raise ValueError(f"study: preset must be 'quick' or 'full', got {name!r}")
+
+
+def customise(
+    config: StudyConfig,
+    *,
+    seeds: Sequence[int] | None = None,
+    tasks: Sequence[str] | None = None,
+    arms: Sequence[str] | None = None,
+    sweep_reduction: bool | None = None,
+    dim: int | None = None,
+    with_3d: bool | None = None,
+    search: str | None = None,
+    graphs: bool | None = None,
+) -> StudyConfig:
+    """Apply the command line's overrides. ``arms`` names arms of any task; each task keeps those it has.
+
+    ``tasks`` selects among the engine's tasks and the sections (``graphs``, ``search``); then
+    ``with_3d``, ``graphs`` and ``search`` add or remove their part (``search`` also picks the search
+    preset, ``"none"`` removes it). ``dim=3`` turns the 2-D segmentation task itself into the 3-D one
+    (``--dim 3``); ``with_3d`` adds the separate 3-D task next to the 2-D one.
+
+    Raises:
+        ValueError: an unknown task, arm or search preset, or a task left without arms.
+    """
+    config = replace(config)
+    if seeds is not None:
+        if not seeds:
+            raise ValueError("study: --seeds needs at least one seed")
+        config.seeds = tuple(int(s) for s in seeds)
+    if tasks is not None:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"study: unknown task(s) {unknown}; choose from {list(TASKS)}")
+        config.tasks = tuple(t for t in TASKS if t in tasks)
+    toggles = {"segmentation3d": with_3d, "graphs": graphs}
+    if search is not None:
+        if search != "none" and search not in SEARCH_PRESETS:
+            raise ValueError(f"study: --search must be 'none' or one of {list(SEARCH_PRESETS)}, got {search!r}")
+        toggles["search"] = search != "none"
+        if search != "none":
+            config.search = search
+    for part, wanted in toggles.items():
+        if wanted is True and part not in config.tasks:
+            config.tasks = tuple(t for t in TASKS if t in config.tasks or t == part)
+        elif wanted is False:
+            config.tasks = tuple(t for t in config.tasks if t != part)
+    if arms is not None:
+        known = set().union(*(set(table) for table in ARMS.values()))
+        unknown = sorted(set(arms) - known)
+        if unknown:
+            raise ValueError(
+                f"study: unknown arm(s) {unknown}; classification arms are {list(CLASSIFICATION_ARMS)}, "
+                f"segmentation arms {list(SEGMENTATION_ARMS)}"
+            )
+        config.arms = {task: tuple(a for a in ARMS[task] if a in arms) for task in ENGINE_TASKS}
+        for task in config.engine_tasks():
+            if not config.arms[task]:
+                raise ValueError(f"study: no arm of --arms {list(arms)} belongs to the {task} task")
+    if sweep_reduction is not None:
+        config.sweep_reduction = sweep_reduction
+    if dim is not None:
+        if dim not in (2, 3):
+            raise ValueError(f"study: --dim must be 2 or 3, got {dim}")
+        if dim == 3:
+            config.segmentation = replace(
+                config.segmentation,
+                dim=3,
+                slab_train=16,
+                slab_val=8,
+                slab_test=8,
+                slab_gap=2,
+                patch=(48, 48, 16),
+            )
+            config.training = dict(config.training)
+            config.training["segmentation"] = replace(config.training["segmentation"], batch_size=2)
+    return config
