@@ -9,12 +9,9 @@ runtime size instead (:func:`adaptive_pool_matrix`).
 
 from __future__ import annotations
 
-from typing import List, Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
 
 
 def spatial_names(dim: int) -> str:
@@ -25,7 +22,7 @@ def spatial_names(dim: int) -> str:
     return "D, H, W"
 
 
-def spatial_axes(dim: int) -> List[int]:
+def spatial_axes(dim: int) -> list[int]:
     """The spatial axes of an ``(N, C, *spatial)`` tensor with ``dim`` spatial dimensions."""
     return list(range(2, dim + 2))
 
@@ -35,7 +32,7 @@ def check_dim(dim: int, name: str) -> None:
         raise ValueError(f"{name}: dim must be 1, 2 or 3, got {dim}")
 
 
-def check_channels(channels: Optional[int], name: str) -> int:
+def check_channels(channels: int | None, name: str) -> int:
     if channels is None:
         raise ValueError(f"{name}: channels is required (the module has weights sized by C)")
     if channels < 1:
@@ -56,7 +53,7 @@ def reduced_width(channels: int, reduction: int, name: str) -> int:
     return width
 
 
-def check_input(x: Tensor, dim: int, channels: Optional[int], name: str) -> None:
+def check_input(x: Tensor, dim: int, channels: int | None, name: str) -> None:
     """Raise a ValueError naming the module, what it expected and what it got."""
     if x.dim() != dim + 2:
         raise ValueError(
@@ -120,7 +117,7 @@ def adaptive_pool_matrix(length: int, out: int, dtype: torch.dtype, device: torc
     return inside.to(dtype) / (end - start).to(dtype).unsqueeze(0)
 
 
-def fold_adaptive_pool(weight: Tensor, spatial_size: List[int]) -> Tensor:
+def fold_adaptive_pool(weight: Tensor, spatial_size: list[int]) -> Tensor:
     """Fold adaptive average pooling into a per-channel filter bank.
 
     ``weight`` is ``(C, *grid)``, a filter applied to ``adaptive_avg_pool(x, grid)`` and summed. The
@@ -128,9 +125,11 @@ def fold_adaptive_pool(weight: Tensor, spatial_size: List[int]) -> Tensor:
     map is never materialised and the input is read once.
     """
     dim = len(spatial_size)
-    pools: List[Tensor] = []
+    pools: list[Tensor] = []
     for axis in range(dim):
-        pools.append(adaptive_pool_matrix(spatial_size[axis], weight.shape[axis + 1], weight.dtype, weight.device))
+        pools.append(
+            adaptive_pool_matrix(spatial_size[axis], weight.shape[axis + 1], weight.dtype, weight.device)
+        )
     if dim == 1:
         return torch.einsum("ci,li->cl", weight, pools[0])
     if dim == 2:
@@ -147,7 +146,7 @@ def window_mean(x: Tensor, window: int) -> Tensor:
         cells = x.shape[axis] // window
         x = x.narrow(axis, 0, cells * window)
         shape.extend([cells, window])
-    axes: List[int] = []
+    axes: list[int] = []
     for i in range(dim):
         axes.append(3 + 2 * i)
     return x.reshape(shape).mean(dim=axes, dtype=accumulation_dtype(x)).to(x.dtype)
@@ -188,7 +187,14 @@ class PooledBatchNorm(nn.BatchNorm1d):
                 if self.momentum is None:
                     momentum = 1.0 / float(self.num_batches_tracked)
         return F.batch_norm(
-            input, self.running_mean, self.running_var, self.weight, self.bias, use_batch_stats, momentum, self.eps
+            input,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            momentum,
+            self.eps,
         )
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Callable, Dict, List, Optional
+from collections.abc import Callable
 
 from torch import nn
 
-_REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -24,7 +24,7 @@ def register(name: str) -> Callable[[type], type]:
     return add
 
 
-def available() -> List[str]:
+def available() -> list[str]:
     """The names ``create`` accepts, sorted."""
     return sorted(_REGISTRY)
 
@@ -38,7 +38,7 @@ def lookup(name: str) -> Callable[..., nn.Module]:
     return _REGISTRY[name]
 
 
-def create(name: str, channels: Optional[int] = None, *, dim: int = 2, **options) -> nn.Module:
+def create(name: str, channels: int | None = None, *, dim: int = 2, **options) -> nn.Module:
     """Build the attention module registered under ``name``.
 
     Args:
@@ -58,7 +58,9 @@ def create(name: str, channels: Optional[int] = None, *, dim: int = 2, **options
         from .tokens import create_token_attention
 
         if dim != 2:
-            raise ValueError(f"create: layout='tokens' works on (N, L, C) sequences and takes no dim (got dim={dim})")
+            raise ValueError(
+                f"create: layout='tokens' works on (N, L, C) sequences and takes no dim (got dim={dim})"
+            )
         return create_token_attention(name, channels, **options)
     if layout != "channels_first":
         raise ValueError(f"create: layout must be 'channels_first' or 'tokens', got {layout!r}")

@@ -9,7 +9,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "data",
         help="locate (and with --install, apt-get) the Fashion-MNIST and brain-MRI data",
-        description="Locate the real data sets; --install fetches the Debian packages where apt-get is usable.",
+        description=(
+            "Locate the real data sets; --install fetches the Debian packages where apt-get is usable."
+        ),
     )
     parser.add_argument("--install", action="store_true", help="apt-get the missing Debian data packages")
     return parser

@@ -8,7 +8,7 @@ cannot be matched raises a ValueError that lists them, and nothing is loaded.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -16,10 +16,10 @@ from torch import Tensor, nn
 SOURCES = ("official", "timm", "smp", "monai", "torchvision")
 
 # A converter returns (our state dict, source keys it could not place, notes on what it checked).
-Converted = Tuple[Dict[str, Tensor], List[str]]
+Converted = tuple[dict[str, Tensor], list[str]]
 Converter = Callable[[nn.Module, Mapping[str, Tensor]], Converted]
 
-_CONVERTERS: Dict[Tuple[type, str], Converter] = {}
+_CONVERTERS: dict[tuple[type, str], Converter] = {}
 
 
 def register_converter(target_type: type, source: str) -> Callable[[Converter], Converter]:
@@ -34,7 +34,7 @@ def register_converter(target_type: type, source: str) -> Callable[[Converter], 
     return add
 
 
-def supported_sources(target: nn.Module) -> List[str]:
+def supported_sources(target: nn.Module) -> list[str]:
     """The sources ``load_official`` accepts for this module or network."""
     found = []
     for klass in type(target).__mro__:
@@ -44,7 +44,7 @@ def supported_sources(target: nn.Module) -> List[str]:
     return found
 
 
-def _find_converter(target: nn.Module, source: str) -> Optional[Converter]:
+def _find_converter(target: nn.Module, source: str) -> Converter | None:
     for klass in type(target).__mro__:
         fn = _CONVERTERS.get((klass, source))
         if fn is not None:
@@ -61,14 +61,14 @@ class KeyMap:
     """
 
     def __init__(
-        self, rules: Sequence[Tuple[str, str]], checked_buffers: Optional[Mapping[str, str]] = None
+        self, rules: Sequence[tuple[str, str]], checked_buffers: Mapping[str, str] | None = None
     ) -> None:
         self.rules = list(rules)
         self.checked_buffers = dict(checked_buffers or {})
 
     def __call__(self, target: nn.Module, state_dict: Mapping[str, Tensor]) -> Converted:
-        converted: Dict[str, Tensor] = {}
-        unplaced: List[str] = []
+        converted: dict[str, Tensor] = {}
+        unplaced: list[str] = []
         parameters = dict(target.named_parameters())
         for key, value in state_dict.items():
             if key in self.checked_buffers and self.checked_buffers[key] in parameters:
@@ -78,7 +78,8 @@ class KeyMap:
             if key in self.checked_buffers:
                 ours = target.get_buffer(self.checked_buffers[key]) if self.checked_buffers[key] else None
                 if ours is not None and (
-                    ours.numel() != value.numel() or not torch.allclose(ours.reshape(-1).float(), value.reshape(-1).float(), atol=1e-5)
+                    ours.numel() != value.numel()
+                    or not torch.allclose(ours.reshape(-1).float(), value.reshape(-1).float(), atol=1e-5)
                 ):
                     unplaced.append(f"{key} (holds a different fixed filter than this module was built with)")
                 continue
@@ -130,25 +131,32 @@ def load_official(target: nn.Module, state_dict: Mapping[str, Tensor], source: s
         if key not in own:
             continue
         if value.shape != own[key].shape:
-            if value.numel() == own[key].numel() and _squeeze_shape(value.shape) == _squeeze_shape(own[key].shape):
+            if value.numel() == own[key].numel() and _squeeze_shape(value.shape) == _squeeze_shape(
+                own[key].shape
+            ):
                 converted[key] = value.reshape(own[key].shape)
             else:
                 mismatched.append(f"{key}: source {tuple(value.shape)} vs ours {tuple(own[key].shape)}")
     if missing or unexpected or mismatched:
-        lines = [f"load_official: the {source!r} state dict does not fit {type(target).__name__}; nothing was loaded."]
+        lines = [
+            f"load_official: the {source!r} state dict does not fit {type(target).__name__}; "
+            "nothing was loaded."
+        ]
         if missing:
             lines.append(f"  missing keys ({len(missing)}): {', '.join(missing)}")
         if unexpected:
             lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected)}")
         if mismatched:
             lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched)}")
-        lines.append("  Build the target with the options the source used (reduction, kernel_size, bias, ...).")
+        lines.append(
+            "  Build the target with the options the source used (reduction, kernel_size, bias, ...)."
+        )
         raise ValueError("\n".join(lines))
     target.load_state_dict({k: v for k, v in converted.items() if k in own}, strict=True)
     return target
 
 
-def _squeeze_shape(shape: torch.Size) -> Tuple[int, ...]:
+def _squeeze_shape(shape: torch.Size) -> tuple[int, ...]:
     return tuple(s for s in shape if s != 1)
 
 

@@ -23,7 +23,14 @@ from .mixed import (
     mixture_factory,
 )
 from .report import format_cost, markdown_table, plot_probability_evolution
-from .training import bilevel, cross_entropy, default_metric, evaluate, to_device, train_weights
+from .training import (
+    bilevel,
+    cross_entropy,
+    default_metric,
+    evaluate,
+    retrain_and_save,
+    to_device,
+)
 
 ModelFn = Callable[..., nn.Module]
 
@@ -413,29 +420,24 @@ def attention(
         notes=notes,
         candidate_options=options,
     )
-    if retrain_epochs > 0:
-        torch.manual_seed(seed)
-        derived = result.build(model_fn).to(torch_device)
-        retrain_losses = train_weights(
-            derived,
-            train_loader,
-            epochs=retrain_epochs,
-            lr=weight_lr,
-            weight_decay=weight_decay,
-            loss_fn=loss_fn,
-            device=torch_device,
-            show_progress=progress,
-            description="retrain derived network",
-        )
-        metrics = {"val": evaluate(derived, val_loader, metric, torch_device)}
-        if test_loader is not None:
-            metrics["test"] = evaluate(derived, test_loader, metric, torch_device)
-        result.retrain = {"epochs": retrain_epochs, "metrics": metrics, "final_loss": retrain_losses[-1]}
-        result.model = derived
-    result.seconds = time.perf_counter() - started
-    if out is not None:
-        result.save(Path(out))
-    return result
+    return retrain_and_save(
+        result,
+        model_fn,
+        retrain_epochs=retrain_epochs,
+        seed=seed,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        metric=metric,
+        lr=weight_lr,
+        weight_decay=weight_decay,
+        loss_fn=loss_fn,
+        device=torch_device,
+        progress=progress,
+        description="retrain derived network",
+        started=started,
+        out=out,
+    )
 
 
 def via_attach(build: Callable[[], nn.Module], **attach_options: Any) -> ModelFn:

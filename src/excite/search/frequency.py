@@ -34,7 +34,14 @@ from ..layers.fca import FCA, REFERENCE_GRID, dct_filters
 from .attention_search import ModelFn, _json_default
 from .mixed import architecture_parameters, find_slots
 from .report import markdown_table, plot_frequency_maps
-from .training import bilevel, cross_entropy, default_metric, evaluate, to_device, train_weights
+from .training import (
+    bilevel,
+    cross_entropy,
+    default_metric,
+    evaluate,
+    retrain_and_save,
+    to_device,
+)
 
 RELAXATIONS = ("softmax", "sparsemax")
 
@@ -481,26 +488,21 @@ def frequencies(
         supernet_metric=supernet_metric,
         metric_name=getattr(metric, "name", "metric"),
     )
-    if retrain_epochs > 0:
-        torch.manual_seed(seed)
-        derived = result.build(model_fn).to(torch_device)
-        retrain_losses = train_weights(
-            derived,
-            train_loader,
-            epochs=retrain_epochs,
-            lr=weight_lr,
-            weight_decay=weight_decay,
-            loss_fn=loss_fn,
-            device=torch_device,
-            show_progress=progress,
-            description="retrain with the selected frequencies",
-        )
-        metrics = {"val": evaluate(derived, val_loader, metric, torch_device)}
-        if test_loader is not None:
-            metrics["test"] = evaluate(derived, test_loader, metric, torch_device)
-        result.retrain = {"epochs": retrain_epochs, "metrics": metrics, "final_loss": retrain_losses[-1]}
-        result.model = derived
-    result.seconds = time.perf_counter() - started
-    if out is not None:
-        result.save(Path(out))
-    return result
+    return retrain_and_save(
+        result,
+        model_fn,
+        retrain_epochs=retrain_epochs,
+        seed=seed,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        test_loader=test_loader,
+        metric=metric,
+        lr=weight_lr,
+        weight_decay=weight_decay,
+        loss_fn=loss_fn,
+        device=torch_device,
+        progress=progress,
+        description="retrain with the selected frequencies",
+        started=started,
+        out=out,
+    )

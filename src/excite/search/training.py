@@ -221,3 +221,55 @@ def bilevel(
         if step % record_every == 0 or step == steps:
             record(step)
     return losses
+
+
+def retrain_and_save(
+    result,
+    model_fn: Callable[..., nn.Module],
+    *,
+    retrain_epochs: int,
+    seed: int,
+    train_loader: Iterable,
+    val_loader: Iterable,
+    test_loader: Iterable | None,
+    metric,
+    lr: float,
+    weight_decay: float,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    device: torch.device,
+    progress: bool,
+    description: str,
+    started: float,
+    out=None,
+):
+    """The common tail of both searches: retrain what ``result`` derived from scratch, score it, save.
+
+    Retraining is what makes a searched architecture comparable with a uniform one trained alone; the
+    supernet's own score is kept beside it (``result.supernet_metric``) but never used as the verdict.
+    """
+    import time
+    from pathlib import Path
+
+    if retrain_epochs > 0:
+        torch.manual_seed(seed)
+        derived = result.build(model_fn).to(device)
+        retrain_losses = train_weights(
+            derived,
+            train_loader,
+            epochs=retrain_epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            loss_fn=loss_fn,
+            device=device,
+            show_progress=progress,
+            description=description,
+        )
+        metrics = {"val": evaluate(derived, val_loader, metric, device)}
+        if test_loader is not None:
+            metrics["test"] = evaluate(derived, test_loader, metric, device)
+        result.retrain = {"epochs": retrain_epochs, "metrics": metrics, "final_loss": retrain_losses[-1]}
+        result.model = derived
+    result.seconds = time.perf_counter() - started
+    if out is not None:
+        result.save(Path(out))
+    return result
