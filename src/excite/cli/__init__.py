@@ -1,4 +1,4 @@
-"""The ``excite`` command line: ``excite study``, ``excite profile``, ``excite recommend``, ``excite data``.
+"""The ``excite`` command line: ``excite study``, ``profile``, ``recommend``, ``search`` and ``data``.
 
 Each verb lives in its own module here and provides ``add_parser(subparsers)`` and ``run(args)``;
 heavy imports happen inside ``run`` so that ``excite --help`` stays fast.
@@ -10,13 +10,13 @@ import argparse
 import importlib
 import sys
 
-VERBS = ("study", "profile", "recommend", "data")
+VERBS = ("study", "profile", "recommend", "search", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="excite",
-        description="Squeeze-and-Excitation family attention: study, profile and recommend modules.",
+        description="Squeeze-and-Excitation family attention: study, profile, recommend and search modules.",
     )
     parser.add_argument("--version", action="version", version=f"excite {_version()}")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB")
