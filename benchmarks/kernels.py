@@ -1,7 +1,7 @@
 """The fused SE-family kernels against the reference path, timm and torch.compile, in units of LB.
 
     python benchmarks/kernels.py                       # ResNet-50 stage shapes, every module, all methods
-    python benchmarks/kernels.py --quick               # small shapes, reference and fused only
+    python benchmarks/kernels.py --quick               # small shapes; no torch.compile (a smoke run)
     python benchmarks/kernels.py --modules se,simam --methods reference,fused --timer process
     python benchmarks/kernels.py --profile coord       # where the fused path's time goes, op by op
 
@@ -21,10 +21,16 @@ round, and each figure is a median over the rounds):
 The issue's targets: forward <= 1.3 LB and forward + backward <= 4 LB for every module; SimAM, scSE,
 Coordinate Attention and ECA at least 3x faster than the reference in training; saved <= 1.
 
-Writes ``kernels.csv`` and ``kernels.png`` into ``--out`` and prints the table (rich if installed).
+Writes ``kernels.csv`` and ``kernels.png`` into ``--out`` (default ``./benchmark-results``) and prints
+two tables (rich if installed): every method's figures, and one line per module and shape with the
+methods side by side and the targets checked.
 Ratios, not absolute times, are the figures that count: on a machine shared with other work the
 absolute times drift, while methods measured in alternation drift together. ``--timer process`` uses
-the process's CPU time instead of the wall clock, which is steadier on a loaded machine.
+the process's CPU time instead of the wall clock. On a machine shared with other busy processes, run
+with ``--threads 1``: with more threads than free cores every parallel op waits at its barrier for a
+thread the scheduler has paused (milliseconds even for the gate's tiny ops), and the figures measure
+the scheduler. ``--quick`` is a smoke run (about a minute): at its small shapes a call's fixed cost
+(Python, the gate's small layers) outweighs the passes, so its LB ratios say little.
 """
 
 from __future__ import annotations
@@ -46,11 +52,35 @@ import excite
 from excite.fused import backend_name
 
 STAGE_SHAPES = [(8, 256, 56, 56), (8, 512, 28, 28), (8, 1024, 14, 14), (8, 2048, 7, 7)]
-QUICK_SHAPES = [(4, 64, 28, 28), (4, 256, 7, 7)]
+QUICK_SHAPES = [(4, 128, 28, 28), (4, 512, 7, 7)]
 MODULES = ("se", "cse", "eca", "fca", "spse", "rgse", "cbam", "sse", "scse", "coord", "simam")
 METHODS = ("reference", "timm", "compile", "fused")
 TARGET_FORWARD = 1.3
 TARGET_TRAINING = 4.0
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory instead of returning it to the OS (``mallopt``), for this process.
+
+    With glibc's defaults a freed 25 MB tensor goes back to the OS (mmap threshold, heap trimming), and
+    the next output of that size pays a page fault per 4 KiB page on first touch: about 1.5 ms at
+    ``[8, 256, 56, 56]`` on this machine, half an LB, paid by every method that returns a fresh tensor
+    but not by LB's ``out=`` pass. Keeping freed memory (what jemalloc/tcmalloc, which PyTorch's CPU
+    performance guides recommend, do anyway) compares the methods on their passes over memory. Returns
+    whether it took effect (glibc only; ``--system-malloc`` skips it).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        trim_threshold, mmap_threshold = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (malloc.h)
+        return bool(libc.mallopt(trim_threshold, 2**30)) and bool(libc.mallopt(mmap_threshold, 32 * 2**20))
+    except (OSError, AttributeError):
+        return False
 
 
 def build_excite(name: str, channels: int, size: int) -> nn.Module:
@@ -130,7 +160,10 @@ def method_calls(
         elif method == "fused":
             calls[method] = (module, module)
         elif method == "compile":
-            compiled = torch.compile(module)
+            # A fresh cache per module: every new instance is a recompile of the same code, and past
+            # dynamo's recompile limit it would silently run eager.
+            torch._dynamo.reset()
+            compiled = torch.compile(module, dynamic=False)
             calls[method] = (module, compiled)
         elif method == "timm":
             peer = build_timm(name, channels)
@@ -234,7 +267,72 @@ def print_table(rows: list[dict[str, object]], title: str) -> None:
         if row["method"] == "fused":
             values = [f"[bold]{v}[/bold]" for v in values]
         table.add_row(*values)
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
+
+
+THREE_X_MODULES = ("simam", "scse", "coord", "eca")
+
+
+def summary_rows(rows: list[dict[str, object]]) -> list[dict[str, str]]:
+    """One line per module and shape: every method's forward and forward+backward in LB side by side,
+    the fused path's training speed-up over the reference, the saved memory, and the targets missed."""
+    lines = []
+    keys = list(dict.fromkeys((r["module"], r["shape"]) for r in rows))
+    for module, shape in keys:
+        by_method = {r["method"]: r for r in rows if r["module"] == module and r["shape"] == shape}
+        line = {"module": str(module), "shape": str(shape)}
+        for method in METHODS:
+            row = by_method.get(method)
+            line[method] = f"{row['forward_LB']:.2f} / {row['training_LB']:.2f}" if row else "-"
+        fused = by_method.get("fused")
+        reference = by_method.get("reference")
+        missed = []
+        if fused is not None:
+            if fused["forward_LB"] > TARGET_FORWARD:
+                missed.append("fwd")
+            if fused["training_LB"] > TARGET_TRAINING:
+                missed.append("f+b")
+            if fused["saved_x"] > 1.0:
+                missed.append("mem")
+            if module in THREE_X_MODULES and reference is not None and fused["training_speedup"] < 3.0:
+                missed.append("3x")
+        line["speed-up"] = f"{fused['training_speedup']:.1f}x" if fused is not None and reference else "-"
+        line["saved ref / fused"] = (
+            f"{reference['saved_x']:.2f} / {fused['saved_x']:.2f}" if fused is not None and reference else "-"
+        )
+        line["targets missed"] = ", ".join(missed) if missed else "none"
+        lines.append(line)
+    return lines
+
+
+def print_summary(rows: list[dict[str, object]], title: str, path: Path | None) -> None:
+    """The side-by-side table on the console, and as Markdown in ``path`` (for the issue's note)."""
+    lines = summary_rows(rows)
+    headers = list(lines[0])
+    markdown = [
+        f"{title}; each cell is forward / forward+backward in LB",
+        "",
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+    ] + ["| " + " | ".join(line[h] for h in headers) + " |" for line in lines]
+    if path is not None:
+        path.write_text("\n".join(markdown) + "\n")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        print("\n".join(markdown))
+        return
+    table = Table(
+        title=f"{title}\nforward / forward+backward in LB (targets: {TARGET_FORWARD} / {TARGET_TRAINING})"
+    )
+    for header in headers:
+        table.add_column(
+            header, justify="left" if header in ("module", "shape", "targets missed") else "right"
+        )
+    for line in lines:
+        table.add_row(*[line[h] for h in headers])
+    Console(width=max(Console().width, 150)).print(table)
 
 
 def plot(rows: list[dict[str, object]], path: Path) -> None:
@@ -307,16 +405,20 @@ def profile(name: str, shape: tuple[int, ...]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small shapes; reference and fused only")
+    parser.add_argument("--quick", action="store_true", help="small shapes; every method but compile")
     parser.add_argument("--modules", default=",".join(MODULES))
     parser.add_argument("--methods", default=None, help=f"comma-separated among {', '.join(METHODS)}")
     parser.add_argument("--shapes", default=None, help="e.g. 8x256x56x56,8x2048x7x7")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per figure (median)")
     parser.add_argument("--timer", choices=("wall", "process"), default="wall")
+    parser.add_argument(
+        "--system-malloc", action="store_true", help="leave glibc's malloc as it is (see keep_freed_memory)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for kernels.csv and kernels.png")
+    parser.add_argument("--out", default="benchmark-results", help="folder for kernels.csv and kernels.png")
     parser.add_argument("--profile", default=None, help="print the fused path's op profile for this module")
     args = parser.parse_args(argv)
+    malloc = "system" if args.system_malloc else ("kept" if keep_freed_memory() else "system")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.shapes:
@@ -327,18 +429,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         profile(args.profile, shapes[0])
         return
     methods = (
-        args.methods.split(",") if args.methods else (["reference", "fused"] if args.quick else list(METHODS))
+        args.methods.split(",")
+        if args.methods
+        else (["reference", "timm", "fused"] if args.quick else list(METHODS))
     )
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         parser.error(f"--methods: unknown {unknown}; choose from {METHODS}")
     modules = args.modules.split(",")
-    rounds = args.rounds or (5 if args.quick else 9)
+    rounds = args.rounds or (7 if args.quick else 31)
     timer = Timer(args.timer)
     probe = torch.randn(2, 2, 2, 2)
     header = (
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {backend_name(probe)}, "
-        f"timer: {args.timer}, {rounds} rounds"
+        f"timer: {args.timer}, {rounds} rounds, malloc: {malloc}"
     )
     print(header, file=sys.stderr)
     jobs = [(m, s) for s in shapes for m in modules]
@@ -359,7 +463,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         writer.writerows(rows)
     plot(rows, out / "kernels.png")
     print_table(rows, header)
-    print(f"wrote {out / 'kernels.csv'} and {out / 'kernels.png'}", file=sys.stderr)
+    print_summary(rows, header, out / "kernels.md")
+    print(f"wrote kernels.csv, kernels.md and kernels.png into {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

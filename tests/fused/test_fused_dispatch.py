@@ -246,3 +246,86 @@ def test_without_the_extension_the_torch_op_kernels_are_used() -> None:
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["torch", "SimAMFunctionBackward"]
+
+
+def _flops(module, x, train: bool) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if train:
+        xg = x.clone().requires_grad_()
+        with counter:
+            y = module.train()(xg)
+            y.backward(torch.ones_like(y))
+    else:
+        with torch.no_grad(), counter:
+            module.eval()(x)
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("name", FOUNDATION_NAMES)
+def test_flop_counter_counts_the_reference_arithmetic(name: str) -> None:
+    """FlopCounterMode sees the fused kernels as opaque; under it the modules take the reference path,
+    so FLOP counts (excite.profiling's) are the reference's, and nothing fails in backward."""
+    module = build(name, 2)
+    x = sample(name, 2)
+    for train in (False, True):
+        with excite.use_reference():
+            expected = _flops(module, x, train)
+        assert _flops(module, x, train) == expected
+    if name in ("se", "sse", "coord", "cbam"):  # products the counter knows (linear, 1x1 and k x k convs)
+        assert expected > 0
+
+
+@pytest.mark.parametrize(("name", "dim"), [("fca", 2), ("cbam", 2), ("coord", 1), ("coord", 2), ("spse", 2)])
+def test_module_tracker_hooks_survive_the_fused_backward(name: str, dim: int) -> None:
+    """Module-level backward hooks (torch.utils.module_tracker, as memory and FLOP tools use them) are
+    put on the gate layers' inputs; the nested autograd.grad of the fused backward must not trip them.
+    (``.backward()``: the tracker itself refuses an outer ``autograd.grad`` on leaves, on both paths.)"""
+    from torch.utils.module_tracker import ModuleTracker
+
+    module = build(name, dim).train()
+    x = sample(name, dim, batch=3)
+
+    def run(reference: bool) -> list[torch.Tensor]:
+        module.zero_grad(set_to_none=True)
+        xg = x.clone().requires_grad_()
+        with excite.use_reference(reference), ModuleTracker():
+            y = module(xg)
+            y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        return [y.detach(), xg.grad] + [p.grad for p in module.parameters()]
+
+    for got, expected in zip(run(False), run(True)):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ("spse", "rgse"))
+def test_cached_pooling_banks_follow_the_weights(name: str) -> None:
+    """SPSE/RGSE fold their pooling into a bank cached per module, size and weight version: evaluation
+    after an optimizer step, training after cached evaluation, and another size all match the
+    reference path."""
+    module = build(name, 2)
+    x = sample(name, 2)
+    weights = [p for p in module.parameters() if p.dim() >= 3]  # the depthwise fusion convolutions
+    assert weights, "the variant under test must have a learnable fusion"
+
+    def evaluate() -> None:
+        module.eval()
+        with torch.no_grad():
+            with excite.use_reference():
+                expected = module(x)
+            module(x)  # fills the cache
+            torch.testing.assert_close(module(x), expected, atol=1e-6, rtol=1e-5)
+
+    evaluate()
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
+    optimizer.zero_grad()
+    module.train()(x.clone().requires_grad_()).square().sum().backward()
+    optimizer.step()  # bumps the weights' versions in place
+    evaluate()
+    assert_same(module.train(), x)  # training after a cache hit: the bank is in the graph again
+    other = sample(name, 2, other=True)
+    with torch.no_grad(), excite.use_reference():
+        expected = module.eval()(other)
+    with torch.no_grad():
+        torch.testing.assert_close(module(other), expected, atol=1e-6, rtol=1e-5)

@@ -64,6 +64,25 @@ _is_compiling = torch.compiler.is_compiling
 _is_in_onnx_export = torch.onnx.is_in_onnx_export
 _is_tracing = torch.jit.is_tracing
 _functorch_transforms_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+_dispatch_mode_depth = getattr(torch._C, "_len_torch_dispatch_stack", None)
+
+
+def _counting_flops() -> bool:
+    """Whether a ``torch.utils.flop_counter.FlopCounterMode`` is active.
+
+    The counter knows the FLOPs of ATen's products (convolutions, matmuls), not of compiled kernels:
+    sSE's channel sum ``Σ_c w_c x`` is a 1x1 convolution on the reference path and part of a statistics
+    kernel here, and FcaNet/SPSE/RGSE fold their pooling into a filter with an ``einsum``. Under the
+    counter the modules therefore take the reference path, so that FLOP counts are the reference's
+    (the modules' arithmetic as the papers define it) whichever path runs otherwise.
+    """
+    if _dispatch_mode_depth is None or _dispatch_mode_depth() == 0:
+        return False
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+
+    return any(
+        type(mode).__module__ == "torch.utils.flop_counter" for mode in _get_current_dispatch_mode_stack()
+    )
 
 
 @torch.jit.ignore
@@ -71,7 +90,9 @@ def fused_enabled(x: torch.Tensor) -> bool:
     """Whether a module should take its fused path for input ``x``.
 
     False under ``use_reference``, while ``torch.compile`` traces (Inductor fuses the reference graph
-    itself), during ONNX export and ``torch.jit.trace`` (they need plain ops), and for inputs the
+    itself), during ONNX export and ``torch.jit.trace`` (they need plain ops), under
+    ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs are counted on the reference path; see
+    :func:`_counting_flops`), and for inputs the
     kernels do not cover: dtypes other than fp32/bf16/fp16/fp64, devices other than CPU and CUDA, empty
     tensors, tensor subclasses, and functorch transforms (``vmap``, ``grad``).
     """
@@ -83,7 +104,9 @@ def fused_enabled(x: torch.Tensor) -> bool:
         return False
     if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
         return False
-    return not (_functorch_transforms_active is not None and _functorch_transforms_active())
+    if _functorch_transforms_active is not None and _functorch_transforms_active():
+        return False
+    return not _counting_flops()
 
 
 from ._backend import backend_name, forced_backend  # noqa: E402

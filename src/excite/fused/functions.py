@@ -84,6 +84,14 @@ def _as_leaf(t: Tensor, track: bool) -> Tensor:
     return t.requires_grad_(True) if track else t
 
 
+def _fed(t: Tensor | None) -> Tensor | None:
+    """What the gate's layers receive instead of a statistic leaf: a view of it. Module hooks that track
+    backward (``torch.utils.module_tracker``, used by ``FlopCounterMode`` and memory trackers) register
+    grad hooks on module inputs, and a hook on a leaf fails inside the nested ``autograd.grad`` the
+    backward runs on the gate graph; a view is a graph node, not a leaf."""
+    return t.view_as(t) if t is not None and t.requires_grad else t
+
+
 def _rounded(gate: Tensor, x: Tensor) -> Tensor:
     """The gate as the kernels take it: rounded to ``x.dtype`` (the reference multiplies by
     ``gate.to(x.dtype)``), then widened to the accumulation dtype, contiguous."""
@@ -154,7 +162,7 @@ class ChannelGateFunction(torch.autograd.Function):
         with torch.enable_grad() if track else torch.no_grad():
             total = _as_leaf(total, track)
             top = _as_leaf(top, track) if with_max else None
-            s = gate(total, top)
+            s = gate(_fed(total), _fed(top))
         row = _rounded(s, x)
         out, out_view = _output_like(x, view)
         ops.gate_apply(view, channels_last, row, None, ROW, out_view)
@@ -223,7 +231,14 @@ def _fca_filter(module: nn.Module, spatial: list[int]) -> Tensor:
     bank = module.dct_filter
     if bank.requires_grad:
         return fold_adaptive_pool(bank, spatial)
-    key = (tuple(spatial), bank.device, bank.dtype, bank.data_ptr(), bank._version)
+    key = (
+        tuple(spatial),
+        bank.device,
+        bank.dtype,
+        bank.data_ptr(),
+        bank._version,
+        torch.is_inference_mode_enabled(),
+    )
     cached = _FCA_CACHE.get(module)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -264,11 +279,56 @@ def _pyramid_filter(weights: list[Tensor], size: list[int]) -> Tensor:
     return torch.einsum(_FOLD_EQUATIONS[dim], stacked, *pools)
 
 
+# SPSE's and RGSE's folded banks, per module (outside it, as for FcaNet).
+_BANK_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _cached_bank(
+    module: nn.Module,
+    x: Tensor,
+    weights: Sequence[Tensor],
+    build: Callable[[list[Tensor]], Tensor],
+    config: tuple = (),
+) -> Tensor:
+    """``build(weights)``, a ``(C, *spatial)`` bank, cached per module for the input's size, dtype and
+    device and the weights' storage and version (an optimizer step bumps the version).
+
+    When the bank must be differentiated (grad mode on and a weight requires grad) it is built in the
+    graph on every call, as before, and the cache refreshed with its value: during training the weights
+    change every step anyway, and a cached bank would need its backward re-run. Evaluation, inference and
+    frozen weights use the cached bank and skip the fold (about ``6/N`` passes over the feature map for
+    a batch of ``N``).
+    """
+    key = (
+        tuple(x.shape[1:]),
+        config,
+        x.dtype,
+        x.device,
+        tuple((w.data_ptr(), w._version, w.dtype) for w in weights),
+        torch.is_inference_mode_enabled(),
+    )
+    if torch.is_grad_enabled() and any(w.requires_grad for w in weights):
+        bank = build(list(weights))
+        _BANK_CACHE[module] = (key, bank.detach())
+        return bank
+    cached = _BANK_CACHE.get(module)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        bank = build([w.detach() for w in weights])
+    _BANK_CACHE[module] = (key, bank)
+    return bank
+
+
 def spse(module: nn.Module, x: Tensor) -> Tensor:
     """SPSE: the pyramid's pooling and depthwise fusion folded into one ``(C, S)`` filter plus biases."""
     size = list(x.shape[2:])
     acc = accumulation_dtype(x)
-    bank = _pyramid_filter([conv.weight.to(acc).squeeze(1) for conv in module.fusion], size)
+
+    def build(weights: list[Tensor]) -> Tensor:
+        return _pyramid_filter([w.to(acc).squeeze(1) for w in weights], size)
+
+    bank = _cached_bank(module, x, [conv.weight for conv in module.fusion], build, tuple(module.levels))
     bias = None
     for conv in module.fusion:
         if conv.bias is not None:
@@ -299,17 +359,23 @@ def rgse(module: nn.Module, x: Tensor) -> Tensor:
             f"pool_size x fusion_kernel per axis (got {spatial})"
         )
     dim = len(spatial)
-    if kernel is None:
-        window = torch.ones([module.channels] + [1] * dim, dtype=accumulation_dtype(x), device=x.device)
-    else:
-        window = module.fusion.weight.to(accumulation_dtype(x)).squeeze(1)
-    for axis in range(1, dim + 1):
-        window = window.repeat_interleave(pool, dim=axis)
-    window = window / float(pool**dim)
-    padding: list[int] = []
-    for axis in range(dim, 0, -1):
-        padding += [0, spatial[axis - 1] - window.shape[axis]]
-    bank = F.pad(window, padding)
+    acc = accumulation_dtype(x)
+
+    def build(weights: list[Tensor]) -> Tensor:
+        if kernel is None:
+            window = torch.ones([module.channels] + [1] * dim, dtype=acc, device=x.device)
+        else:
+            window = weights[0].to(acc).squeeze(1)
+        for axis in range(1, dim + 1):
+            window = window.repeat_interleave(pool, dim=axis)
+        window = window / float(pool**dim)
+        padding: list[int] = []
+        for axis in range(dim, 0, -1):
+            padding += [0, spatial[axis - 1] - window.shape[axis]]
+        return F.pad(window, padding)
+
+    weights = [module.fusion.weight] if kernel is not None else []
+    bank = _cached_bank(module, x, weights, build, (pool, kernel))
 
     def gate(total: Tensor, _: Tensor | None) -> Tensor:
         return module.excitation(module.norm(total.to(x.dtype)))
@@ -407,7 +473,7 @@ class PositionGateFunction(torch.autograd.Function):
         with torch.enable_grad() if track else torch.no_grad():
             wsum = _as_leaf(wsum, track)
             rowsum = _as_leaf(rowsum, track) if wants_row else None
-            s, q = gate(rowsum, wsum)
+            s, q = gate(_fed(rowsum), _fed(wsum))
         row = _rounded(s, x) if wants_row else None
         pos = _rounded(q, x)
         out, out_view = _output_like(x, view)
@@ -511,15 +577,15 @@ class CBAMFunction(torch.autograd.Function):
         with torch.enable_grad() if track else torch.no_grad():
             total = _as_leaf(total, track)
             top = _as_leaf(top, track)
-            channel = _cbam_channel_gate(module, x, total, top)
+            channel = _cbam_channel_gate(module, x, _fed(total), _fed(top))
         r = _rounded(channel, x)
         _, _, pmax, pos_ties, psum = ops.position_stats(view, cl, None, r, False)
         batch, channels = x.shape[0], x.shape[1]
         with torch.enable_grad() if track else torch.no_grad():
             pmax = _as_leaf(pmax, track)
             psum = _as_leaf(psum, track)
-            channel_max = pmax.to(x.dtype)
-            channel_mean = (psum / channels).to(x.dtype)
+            channel_max = _fed(pmax).to(x.dtype)
+            channel_mean = (_fed(psum) / channels).to(x.dtype)
             pools = [channel_max, channel_mean] if module.max_first else [channel_mean, channel_max]
             pooled = torch.stack(pools, dim=1).reshape(batch, 2, *x.shape[2:])
             conv = _spatial_conv(module.spatial_conv, pooled)
@@ -625,10 +691,14 @@ def simam(module: nn.Module, x: Tensor) -> Tensor:
 
 
 def _pointwise(conv: nn.Module, t: Tensor) -> Tensor:
-    """A 1x1 ``Conv1d`` as a matrix product: the same sums, but oneDNN's convolution backward costs
-    milliseconds on these ``(N, C, H+W)`` strips (37.8 ms vs 0.6 ms for 2048 -> 64 channels at 14,
-    2 threads, on a loaded machine), more than the passes over the feature map. Other convolutions
-    are called as they are."""
+    """A 1x1 ``Conv1d`` on ``(N, C, L)`` strips as one batched matrix product, bias included.
+
+    oneDNN's convolution backward costs milliseconds on these strips (37.8 ms vs 0.6 ms for
+    2048 -> 64 channels at 14, 2 threads, on a loaded machine), more than the passes over the feature
+    map. ``baddbmm`` with the weight and bias broadcast over the batch copies nothing (``matmul`` of a
+    2-D weight with 3-D strips would transpose and copy the strips) and its backward is two more
+    ``bmm`` calls. Other convolutions are called as they are.
+    """
     plain = (
         isinstance(conv, nn.Conv1d)
         and conv.kernel_size == (1,)
@@ -639,10 +709,13 @@ def _pointwise(conv: nn.Module, t: Tensor) -> Tensor:
     )
     if not plain:
         return conv(t)
-    out = torch.matmul(conv.weight.squeeze(-1), t)
-    if conv.bias is not None:
-        out = out + conv.bias.to(out.dtype).unsqueeze(-1)
-    return out
+    batch, length = t.shape[0], t.shape[2]
+    weight = conv.weight.squeeze(-1)
+    weight = weight.unsqueeze(0).expand(batch, *weight.shape)
+    if conv.bias is None:
+        return torch.bmm(weight, t)
+    bias = conv.bias.unsqueeze(-1).unsqueeze(0).expand(batch, conv.bias.shape[0], length)
+    return torch.baddbmm(bias, weight, t)
 
 
 def _coord_gates(module: nn.Module, x: Tensor, strips: list[Tensor]) -> list[Tensor]:
@@ -668,7 +741,7 @@ class CoordFunction(torch.autograd.Function):
         total = view.shape[2]
         with torch.enable_grad() if track else torch.no_grad():
             sums = [_as_leaf(s, track) for s in sums]
-            strips = [(s / (total // s.shape[2])).to(x.dtype) for s in sums]
+            strips = [(_fed(s) / (total // s.shape[2])).to(x.dtype) for s in sums]
             gates = _coord_gates(module, x, strips)
         kernel_gates = [strips_for(_rounded(g, x), cl) for g in gates]
         gd = kernel_gates[0] if with_d else None
@@ -719,7 +792,7 @@ class CoordLineFunction(torch.autograd.Function):
         conv = module.convs[0]
         with torch.enable_grad() if track else torch.no_grad():
             leaf = _as_leaf(x.detach(), track)
-            shared = module.act(module.norm(module.conv1(leaf)))
+            shared = module.act(module.norm(module.conv1(_fed(leaf))))
         with torch.no_grad():
             out = x * torch.sigmoid(conv(shared.detach()))
         if track:

@@ -187,21 +187,24 @@ def _fused_pass_model(module: nn.Module, shape: Sequence[int]) -> PassModel | No
         # The pyramid is folded by one contraction that writes the bank once; its intermediate holds
         # C x S x (1 + 2 + 4) values, written and read three times (forward and backward).
         intermediate = 3 * sum(module.levels) / shape[-1]
+        # The bank is cached for evaluation (excite.fused._cached_bank): the forward only reads it; a
+        # training step builds it in the graph, so the building moves to the training total.
         return PassModel(
             fwd=3,
             bwd=6,
             elementwise=3,
-            fwd_bank=2 + intermediate,
-            bwd_bank=3 + intermediate,
+            fwd_bank=1,
+            bwd_bank=4 + 2 * intermediate,
             elementwise_bank=4,
         )
     if name == "rgse":
         # The window bank is built by repeating per axis: the first repeat's 1/pool-sized result is
         # written and read once more (and summed back in backward).
         repeat = 2.0 / module.pool_size
+        # Cached for evaluation as SPSE's: the forward reads the bank, a training step also builds it.
         if module.fusion_kernel is not None:
-            return PassModel(fwd=3, bwd=6, elementwise=2, fwd_bank=6 + repeat, bwd_bank=7 + repeat)
-        return PassModel(fwd=3, bwd=5, elementwise=2, fwd_bank=6 + repeat, bwd_bank=1)
+            return PassModel(fwd=3, bwd=6, elementwise=2, fwd_bank=1, bwd_bank=12 + 2 * repeat)
+        return PassModel(fwd=3, bwd=5, elementwise=2, fwd_bank=1, bwd_bank=6 + repeat)
     if name == "sse":
         return PassModel(fwd=3, bwd=6, elementwise=1)
     if name == "scse":
@@ -211,7 +214,17 @@ def _fused_pass_model(module: nn.Module, shape: Sequence[int]) -> PassModel | No
     if name == "simam":
         return PassModel(fwd=3, bwd=5, elementwise=8)
     if name == "coord":
-        return PassModel(fwd=3, bwd=4, elementwise=2 * dim) if dim >= 2 else None
+        if dim < 2:
+            return None
+        # The kernels make exactly 3 + 4 passes; the gate graph (module's own layers) then runs on the
+        # (N, C, Σ L_axis) strips: about 12 strip-sized reads and writes forward and 18 backward (sums to
+        # means, cat, the bottleneck's bmm/BN/activation, two gates), a share Σ L / Π L of a pass each.
+        lengths = [int(s) for s in shape[2:]]
+        positions = 1
+        for length in lengths:
+            positions *= length
+        strips = sum(lengths) / positions
+        return PassModel(fwd=3 + 12 * strips, bwd=4 + 18 * strips, elementwise=2 * dim)
     return None
 
 
