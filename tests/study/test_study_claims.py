@@ -153,3 +153,81 @@ def test_excitation_depth_rule(late_gain, expected):
         evaluate_claims(_results({"se": _arm([0.8], "accuracy")}, {}, {"se": {"per_seed": per_seed}}))
     )
     assert claims["excitation-depth"]["verdict"] == expected
+
+
+def _graph_model(recall, ndcg):
+    return {"runs": [{"seed": s, "recall@20": r, "ndcg@20": n} for s, (r, n) in enumerate(zip(recall, ndcg))]}
+
+
+def _search_arm(values):
+    return {"mean": sum(values) / len(values), "values": values, "seeds": list(range(len(values)))}
+
+
+def test_extension_claims_follow_the_numbers():
+    vit_se = _arm([0.760, 0.771, 0.752], "accuracy", 1148, 1.02e6, 0)
+    vit_se_mlp = _arm([0.730, 0.741, 0.722], "accuracy", 1148, 1.0e6, 0)
+    for entry in (vit_se, vit_se_mlp):
+        entry["baseline"] = "vit"
+    cls = {
+        "none": _arm([0.850, 0.852, 0.849], "accuracy", 100000, 1e8, 0),
+        "eca": _arm([0.855, 0.858, 0.853], "accuracy", 100028, 1e8, 0),
+        "coord": _arm([0.852, 0.851, 0.850], "accuracy", 112672, 1e8, 0),
+        "eca_coord": _arm([0.865, 0.869, 0.862], "accuracy", 100056, 1e8, 0),
+        "vit": _arm([0.750, 0.760, 0.741], "accuracy", 1000, 1e6, 0),
+        "vit_se": vit_se,
+        "vit_se_mlp": vit_se_mlp,
+    }
+    results = _results(cls, {})
+    results["tasks"]["segmentation3d"] = {
+        "arms": {"none": _arm([0.50, 0.55, 0.45], "mean_dice"), "scse": _arm([0.60, 0.66, 0.54], "mean_dice")}
+    }
+    results["graphs"] = {
+        "models": {
+            "lightgcn": _graph_model([0.25, 0.26, 0.24], [0.22, 0.23, 0.21]),
+            "simgcl": _graph_model([0.15, 0.16, 0.14], [0.10, 0.11, 0.09]),
+            "weightedgcl": _graph_model([0.17, 0.181, 0.159], [0.12, 0.131, 0.109]),
+        }
+    }
+    results["search"] = {
+        "data": {
+            "settings": {"budget_arm": "coord", "seg_budget_arm": "scse"},
+            "attention": {
+                "summary": {
+                    "searched": _search_arm([0.851, 0.850, 0.852]),
+                    "coord": _search_arm([0.850, 0.851, 0.850]),
+                    "none": _search_arm([0.84, 0.84, 0.84]),
+                }
+            },
+            "frequency": {
+                "summary": {
+                    "searched": _search_arm([0.80, 0.81, 0.79]),
+                    "top16": _search_arm([0.85, 0.86, 0.84]),
+                }
+            },
+        }
+    }
+    claims = _by_id(evaluate_claims(results, Margins()))
+    # eca_coord − eca = +1.0 ± ~0.3 pts and − coord = +1.43 ± ~0.4 pts: both above 0.
+    assert claims["hybrid-classification"]["verdict"] == SUPPORTED
+    assert claims["hybrid-segmentation"]["verdict"] == NOT_TESTED
+    assert claims["hybrid-params"]["verdict"] == SUPPORTED  # +56 < +12,672
+    assert claims["vit-se"]["verdict"] == SUPPORTED  # +1.07 ± 0.2 pts
+    assert claims["vit-se-mlp"]["verdict"] == NOT_SUPPORTED  # −1.93 pts, below +δ
+    assert "after the MLP" in claims["vit-se-mlp"]["claim"]
+    # FLOPs of the ViT arms are measured against the ViT: +2% over vit (against the ResNet it would be −99%).
+    assert "classification/vit_se +2.00%" in claims["flops-overhead"]["evidence"]
+    assert claims["flops-overhead"]["verdict"] == NOT_SUPPORTED
+    assert claims["scse-3d"]["verdict"] == SUPPORTED  # +0.10 Dice on every seed
+    assert claims["weightedgcl-simgcl"]["verdict"] == SUPPORTED  # +2.0 ± 0.1 pts Recall, NDCG alike
+    assert claims["contrastive-lightgcn"]["verdict"] == NOT_SUPPORTED  # 10 points below LightGCN
+    assert claims["search-attention"]["verdict"] == SUPPORTED  # +0.07 ± 0.3 pts: above −0.5
+    assert claims["search-segmentation"]["verdict"] == NOT_TESTED
+    assert claims["search-frequency"]["verdict"] == NOT_SUPPORTED  # 5 points worse on every seed
+
+
+def test_extension_claims_not_tested_without_their_parts():
+    claims = _by_id(evaluate_claims(_results({"none": _arm([0.8, 0.81], "accuracy")}, {}), Margins()))
+    for key in ("hybrid-classification", "hybrid-params", "vit-se", "scse-3d", "weightedgcl-simgcl"):
+        assert claims[key]["verdict"] == NOT_TESTED, key
+    assert claims["search-frequency"]["verdict"] == NOT_TESTED
+    assert "search-segmentation" not in claims  # only listed when the search section ran

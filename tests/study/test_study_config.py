@@ -14,10 +14,28 @@ from excite.study.tasks import SegmentationSetup, SegmentationTask
 def test_presets_and_overrides():
     quick, full = preset("quick"), preset("full")
     assert len(quick.seeds) >= 3 and len(full.seeds) > len(quick.seeds)
-    assert set(full.arms["classification"]) == {"none", "se", "eca", "fca", "coord", "simam", "spse", "cbam"}
-    assert {"scse", "scse-add", "scse-mul", "scse-concat", "coord", "simam"} <= set(full.arms["segmentation"])
+    resnet = {"none", "se", "eca", "fca", "coord", "simam", "spse", "cbam", "eca_coord"}
+    vit = {"vit", "vit_se", "vit_se_mlp", "vit_se_both"}
+    assert set(full.arms["classification"]) == resnet | vit
+    assert {"scse", "scse-add", "scse-mul", "scse-concat", "eca", "coord", "simam", "eca_coord"} <= set(
+        full.arms["segmentation"]
+    )
+    # The hybrid with both parents, and the ViT with and without SE, are in quick too.
+    assert {"eca", "coord", "eca_coord", "vit", "vit_se"} <= set(quick.arms["classification"])
+    assert "eca_coord" in quick.arms["segmentation"]
+    # full runs every part; quick leaves out the 3-D task and the search, and names the flags.
+    assert set(full.tasks) == {"classification", "segmentation", "segmentation3d", "graphs", "search"}
+    assert full.not_run() == []
+    assert dict(quick.not_run()) == {"segmentation3d": "--with-3d", "search": "--search quick"}
+    assert "scse" in full.arms["segmentation3d"] and "none" in full.arms["segmentation3d"]
     # Same budget for every arm of a task: one TrainSettings per task.
-    assert set(quick.training) == {"classification", "segmentation"}
+    assert set(quick.training) >= {"classification", "segmentation", "segmentation3d"}
+    toggled = customise(quick, with_3d=True, search="standard", graphs=False)
+    assert toggled.tasks == ("classification", "segmentation", "segmentation3d", "search")
+    assert toggled.search == "standard" and toggled.engine_tasks()[-1] == "segmentation3d"
+    assert "search" not in customise(full, search="none").tasks
+    with pytest.raises(ValueError, match="--search must be"):
+        customise(quick, search="huge")
     custom = customise(
         quick, seeds=[4, 5], tasks=["segmentation"], arms=["none", "sse"], sweep_reduction=True
     )

@@ -94,7 +94,9 @@ class CBAM(nn.Module):
         self.tap = GateTap()
         self.use_spatial = spatial
         if spatial:
-            self.spatial_conv = conv_nd(dim)(2, 1, spatial_kernel, padding=(spatial_kernel - 1) // 2, bias=False)
+            self.spatial_conv = conv_nd(dim)(
+                2, 1, spatial_kernel, padding=(spatial_kernel - 1) // 2, bias=False
+            )
             self.spatial_norm = _BATCHNORM[dim](1, eps=1e-5, momentum=0.01)
         else:
             self.spatial_conv = nn.Identity()

@@ -53,9 +53,12 @@ class ChannelConv(nn.Module):
 
     .. math:: a_{c,s} = \sum_{j=0}^{k-1} w_j\, z_{c+j-(k-1)/2,\ s}
 
-    zero padding, no bias. Applied as a ``(k, 1)`` 2-D convolution over the ``(C, S)`` plane, so it
-    needs no transposes and exports to ONNX with dynamic sizes. ``weight`` has ECA's layout ``(1, 1, k)``
-    (an ECA kernel loads directly) and ``nn.Conv1d``'s default initialisation, U(±1/√k).
+    zero padding, no bias. Evaluated as the sum of ``k`` channel-shifted copies of the zero-padded strip
+    (the strips are small, so this costs nothing), which needs no transposes, exports to ONNX with dynamic
+    sizes, and compiles with ``torch.compile(dynamic=True)``: the equivalent ``(k, 1)`` ``conv2d`` over
+    the ``(C, S)`` plane makes Inductor (torch 2.14) fail on the symbolic stride order of the size-1
+    channel axis. ``weight`` has ECA's layout ``(1, 1, k)`` (an ECA kernel loads directly) and
+    ``nn.Conv1d``'s default initialisation, U(±1/√k).
     """
 
     def __init__(self, kernel_size: int) -> None:
@@ -69,7 +72,13 @@ class ChannelConv(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         half = (self.kernel_size - 1) // 2
-        return F.conv2d(z.unsqueeze(1), self.weight.unsqueeze(-1), padding=[half, 0]).squeeze(1)
+        channels = z.shape[1]
+        padded = F.pad(z, [0, 0, half, half])
+        taps = self.weight.reshape(-1)
+        out = padded[:, 0:channels] * taps[0]
+        for j in range(1, self.kernel_size):
+            out = out + padded[:, j : j + channels] * taps[j]
+        return out
 
 
 class DirectionalECA(nn.Module):

@@ -148,7 +148,9 @@ class FCA(nn.Module):
             raise ValueError(f"FCA: dct_size needs {dim} positive entries for dim={dim}, got {dct_size}")
         if isinstance(frequencies, str):
             scale = [s // REFERENCE_GRID for s in dct_size]
-            freqs = [tuple(f * sc for f, sc in zip(freq, scale)) for freq in named_frequencies(frequencies, dim)]
+            freqs = [
+                tuple(f * sc for f, sc in zip(freq, scale)) for freq in named_frequencies(frequencies, dim)
+            ]
         else:
             freqs = [tuple(int(f) for f in freq) for freq in frequencies]
             for freq in freqs:

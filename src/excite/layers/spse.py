@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from .. import fused
 from .._nd import (
     GateTap,
-    accumulation_dtype,
     PooledBatchNorm,
+    accumulation_dtype,
     check_channels,
     check_dim,
     check_input,
@@ -52,7 +52,8 @@ class SPSE(_PooledSE):
 
     .. math::
 
-        z = \mathrm{BN}\Big(\sum_{k \in \{1,2,4\}} \mathrm{DWConv}_k\big(\mathrm{AdaptiveAvgPool}_k(x)\big)\Big),
+        z = \mathrm{BN}\Big(\sum_{k \in \{1,2,4\}}
+            \mathrm{DWConv}_k\big(\mathrm{AdaptiveAvgPool}_k(x)\big)\Big),
         \qquad s = \sigma\big(W_2\,\mathrm{ReLU}(W_1\,\mathrm{ReLU}(z) + b_1) + b_2\big),\qquad y = x \odot s
 
     ``DWConv_k`` is a depthwise convolution with a k x k kernel and bias that collapses level k to one
@@ -128,7 +129,8 @@ class RGSE(_PooledSE):
 
     .. math::
 
-        z = \mathrm{BN}\big(\mathrm{DWConv}_{k,\,\mathrm{stride}\,k}(\mathrm{AvgPool}_{7,\,\mathrm{stride}\,7}(x))\big),
+        z = \mathrm{BN}\big(\mathrm{DWConv}_{k,\,\mathrm{stride}\,k}
+            (\mathrm{AvgPool}_{7,\,\mathrm{stride}\,7}(x))\big),
         \qquad s = \sigma\big(W_2\,\mathrm{ReLU}(W_1\,\mathrm{ReLU}(z) + b_1) + b_2\big),\qquad y = x \odot s
 
     The official ResNets pool with a fixed 7x7 window, so at 224 input the pooled maps are 8x8, 4x4,
@@ -168,7 +170,12 @@ class RGSE(_PooledSE):
         self.fusion_kernel = fusion_kernel
         if fusion_kernel is not None:
             self.fusion = conv_nd(dim)(
-                channels, channels, kernel_size=fusion_kernel, stride=fusion_kernel, groups=channels, bias=False
+                channels,
+                channels,
+                kernel_size=fusion_kernel,
+                stride=fusion_kernel,
+                groups=channels,
+                bias=False,
             )
             self.norm = PooledBatchNorm(channels)
         else:
@@ -186,7 +193,8 @@ class RGSE(_PooledSE):
                 return self._forward_fused(x)
         if min(x.shape[2:]) < self.pool_size:
             raise ValueError(
-                f"RGSE: spatial size {list(x.shape[2:])} is smaller than the {self.pool_size}-wide pooling window"
+                f"RGSE: spatial size {list(x.shape[2:])} is smaller than the {self.pool_size}-wide "
+                "pooling window"
             )
         pooled = window_mean(x, self.pool_size)
         descriptor = self.norm(self.fusion(pooled))

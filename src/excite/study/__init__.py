@@ -3,7 +3,7 @@
     >>> from excite.study import preset, run_study
     >>> results = run_study(preset("quick"), "excite-study")   # doctest: +SKIP
 
-What it does, for each task (Fashion-MNIST classification, brain-MRI segmentation):
+What it does, for each task (Fashion-MNIST classification, brain-MRI segmentation in 2-D and 3-D):
 
 1. loads the real data (:mod:`excite.datasets`; missing data raises FileNotFoundError with instructions);
 2. trains every arm with every seed under the same budget (:mod:`excite.study.engine`: deterministic
@@ -11,12 +11,16 @@ What it does, for each task (Fashion-MNIST classification, brain-MRI segmentatio
 3. profiles every arm once with :func:`excite.profiling.measure` (params, FLOPs, latency, memory), the
    arms measured round-robin so that machine load drifts affect all of them alike;
 4. for classification, records the excitations of every channel-gate arm (:mod:`excite.analysis`);
-5. aggregates (mean ± 95% t-interval over seeds), evaluates the claims (:mod:`excite.study.claims`) and
-   writes ``report.md``, the plots and ``results.json`` (:mod:`excite.study.report`).
+5. runs the sections outside the engine when the configuration lists them (:mod:`excite.study.sections`):
+   the graph-recommender table (LightGCN / SimGCL / WeightedGCL) and the attention / frequency search;
+6. aggregates (mean ± 95% t-interval over seeds), evaluates the claims (:mod:`excite.study.claims`) and
+   writes ``report.md``, the plots and ``results.json`` (:mod:`excite.study.report`). Parts a preset
+   leaves out are named in the report with the option that runs them.
 
 Output folder layout: ``report.md``, ``results.json``, ``*.png``, and ``runs/<task>/<arm>/seed<k>/``
 holding each run's ``result.json``, ``model.pt``, ``checkpoint.pt`` while it runs, and per arm
-``profile.json``.
+``profile.json``; ``runs/graphs/<model>/seed<k>/result.json`` for the graph table and ``search/`` for
+the search section.
 """
 
 from __future__ import annotations
@@ -63,8 +67,8 @@ def build_task(
     if name == "classification":
         path = next((p for p in data if FASHION_MNIST.find(p) is not None), None)
         return ClassificationTask(load_fashion_mnist(path), config.classification)
-    if name == "segmentation":
-        setup = config.segmentation
+    if name in ("segmentation", "segmentation3d"):
+        setup = config.segmentation if name == "segmentation" else config.segmentation3d
         path = next((p for p in data if BRAIN_MRI.find(p) is not None), None)
         levels = len(setup.features) - 1
         volume = load_brain_mri(
@@ -75,7 +79,7 @@ def build_task(
             pad_multiple=2**levels,
             log=log,
         )
-        return SegmentationTask(volume, setup)
+        return SegmentationTask(volume, setup, name=name)
     raise ValueError(f"study: unknown task {name!r}")
 
 
@@ -174,10 +178,11 @@ def excitation_analysis(
             spread[str(seed)] = [layer.spread for layer in report.layers]
             layers = [layer.name for layer in report.layers]
             if seed == seeds[0]:
+                network = "ViT" if arm.network == "vit" else "ResNet"
                 figure = out / f"excitations_{arm.name}.png"
                 report.plot(
                     figure,
-                    title=f"Mean excitation per class, {arm.name} ResNet, seed {seed} (Fashion-MNIST test)",
+                    title=f"Mean excitation per class, {arm.name} {network}, seed {seed} (Fashion-MNIST)",
                 )
                 analysis.setdefault("figures", {})[arm.name] = figure.name
         summary = [
@@ -238,12 +243,18 @@ def run_study(
     device: str | None = "auto",
     amp: bool = True,
     progress: bool = True,
+    interactions: os.PathLike | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole study and write its report. Returns the results (also in ``results.json``).
 
-    Under torchrun every process trains its share of each step; rank 0 alone profiles, analyses and writes
-    the report. See the module docstring for the steps and the output layout.
+    Under torchrun every process trains its share of each step; rank 0 alone profiles, analyses, runs
+    the graph and search sections and writes the report. See the module docstring for the steps and the
+    output layout. ``interactions`` is the graph section's data (a RecBole ``.inter`` file or a
+    LightGCN-style folder; default ``$EXCITE_INTERACTIONS``, then the MovieLens-100K copy in the RecBole
+    wheel). When the graph section is on but no interaction data is found, the section is skipped with
+    a warning and the report says why (the other parts need minutes to hours; a missing optional data
+    set should not stop them).
 
     Raises:
         FileNotFoundError: a data set is missing (the message says how to get it).
@@ -273,9 +284,20 @@ def run_study(
             "amp": bool(amp and device_.type == "cuda"),
         },
         "tasks": {},
+        "not_run": [list(pair) for pair in config.not_run()],
+        "skipped": {},
     }
-    for task_name in config.tasks:
+    if "graphs" in config.tasks and rank == 0:
+        from .sections import locate_graph_data
+
+        if locate_graph_data(interactions) is None:
+            from ..graphs.data import HOW_TO_GET
+
+            results["skipped"]["graphs"] = f"no user-item interaction data found. {HOW_TO_GET}"
+            say(f"WARNING: the graph section will be skipped: {results['skipped']['graphs']}")
+    for task_name in config.engine_tasks():
         say(f"== {task_name}: loading data")
+        task_started = time.perf_counter()
         task = build_task(task_name, config, data, log=say)
         arms = config.arm_list(task_name)
         settings = config.training[task_name]
@@ -283,6 +305,10 @@ def run_study(
             "metric": task.metric,
             "setup": task.config(),
             "training": settings.to_dict(),
+            "training_by_network": {
+                network: config.settings_for(task_name, Arm("", None, network=network)).to_dict()
+                for network in sorted({a.network for a in arms if a.network is not None})
+            },
             "notes": list(getattr(getattr(task, "volume", None), "notes", [])),
             "arms": {},
         }
@@ -303,7 +329,7 @@ def run_study(
                     task,
                     arm,
                     seed,
-                    settings,
+                    config.settings_for(task_name, arm),
                     run_dir_for(out, task_name, arm, seed),
                     device=device_,
                     amp=amp,
@@ -317,17 +343,31 @@ def run_study(
                     f"  {task_name}/{arm.name}/seed {seed}: {task.metric} {value:.4f} "
                     f"({result.train_seconds:.0f} s)"
                 )
-            keys = [task.metric, "train_seconds"] + (["hd95_mm"] if task_name == "segmentation" else [])
-            entry["arms"][arm.name] = {"arm": arm.to_dict(), "runs": runs, "summary": _summarise(runs, keys)}
+            keys = [task.metric, "train_seconds"] + (["hd95_mm"] if task_name != "classification" else [])
+            entry["arms"][arm.name] = {
+                "arm": arm.to_dict(),
+                "baseline": arm.baseline,
+                "runs": runs,
+                "summary": _summarise(runs, keys),
+            }
         if rank == 0:
             for arm_name, profile in profile_arms(task, arms, config, out, device_, say).items():
                 entry["arms"][arm_name]["profile"] = profile
             if task_name == "classification":
                 entry["analysis"] = excitation_analysis(task, arms, config, out, device_, say)
-            if task_name == "segmentation":
+            if task_name != "classification":
                 entry["examples"] = _example_paths(out, task_name, arms, config)
+        entry["seconds"] = time.perf_counter() - task_started
         results["tasks"][task_name] = entry
         barrier()
+    if rank == 0 and "graphs" in config.tasks and "graphs" not in results["skipped"]:
+        from .sections import run_graphs
+
+        results["graphs"] = run_graphs(config.graphs, out, path=interactions, progress=progress, log=say)
+    if rank == 0 and "search" in config.tasks:
+        from .sections import run_search
+
+        results["search"] = run_search(config, out, data=data, progress=progress, log=say)
     results["wall_seconds"] = time.perf_counter() - started
     if rank == 0:
         from .report import write_report
@@ -335,7 +375,10 @@ def run_study(
         results["claims"] = evaluate_claims(results, config.margins)
         write_report(results, out)
         say(f"report: {out / 'report.md'}  ({results['wall_seconds'] / 60:.1f} min)")
-    barrier()
+    if not set(config.tasks) & {"graphs", "search"}:
+        # The other ranks do not wait for rank 0's sections: those can outlast the process group's
+        # timeout (30 min for gloo), and nothing remains to be shared.
+        barrier()
     return results
 
 

@@ -18,6 +18,18 @@ Claims (survey §2-8 and §12; peers.md §2J "does it even help?"):
 8. r = 16 is a good accuracy/complexity trade-off (reduction sweep only): SE with r = 16 is not worse
    than the best ratio of the sweep (non-inferiority within the margin).
 
+Claims on the survey's extensions (§7, §11), each only when its arms or section ran:
+
+9. The ECA + Coordinate Attention hybrid beats both parents (``eca_coord`` > ``eca`` and > ``coord``, per
+   task), and adds fewer parameters than CA (exact counts; the point of dropping CA's reduction).
+10. SE helps a vision transformer: ViT + SE > ViT (accuracy), one claim per SE placement run.
+11. scSE improves the 3-D U-Net (``segmentation3d``: scSE > none, mean Dice).
+12. WeightedGCL > SimGCL, and graph contrastive learning (SimGCL, WeightedGCL) > LightGCN, on Recall@20
+    and NDCG@20 (paired over training seeds; margin ``Margins.ranking``).
+13. Searched per-layer attention is not worse than the uniform choice whose cost it was given, and searched
+    FcaNet frequencies are not worse than the fixed ``top16`` table (A ≥ B on the search section's
+    per-seed numbers).
+
 Accuracy and Dice comparisons use the paired t-intervals and rules of :mod:`excite.study.stats`; the
 parameter and FLOP counts are exact, so their rules are plain thresholds. A claim whose arms were not run
 at this preset says so instead of a verdict.
@@ -215,7 +227,17 @@ def evaluate_claims(results: dict[str, Any], margins: Margins | None = None) -> 
     claims.extend(_overhead_claims(results, margins))
     claims.extend(_excitation_claims(results, margins))
     claims.extend(_sweep_claims(results, margins))
+    claims.extend(_hybrid_claims(results, margins))
+    claims.extend(_transformer_claims(results, margins))
+    claims.extend(_volume_claims(results, margins))
+    claims.extend(_graph_claims(results, margins))
+    claims.extend(_search_claims(results, margins))
     return claims
+
+
+def _baseline_of(results: dict[str, Any], task: str, arm: str) -> str:
+    """The arm ``arm`` is compared against: ``none`` unless the run recorded another (the ViT arms)."""
+    return results.get("tasks", {}).get(task, {}).get("arms", {}).get(arm, {}).get("baseline") or "none"
 
 
 def _added_fraction(results: dict[str, Any], task: str, arm: str, key: str) -> float | None:
@@ -279,12 +301,13 @@ def _overhead_claims(results: dict[str, Any], margins: Margins) -> list[dict[str
 
     evidence, over = [], []
     for task, entry in tasks.items():
-        baseline = _profile(results, task, "none")
-        if not baseline or _total_flops(baseline) is None:
-            continue
         for arm in entry.get("arms", {}):
+            base_name = _baseline_of(results, task, arm)
+            baseline = _profile(results, task, base_name)
             profile = _profile(results, task, arm)
-            if arm == "none" or not profile or _total_flops(profile) is None:
+            if arm == base_name or not profile or _total_flops(profile) is None:
+                continue
+            if not baseline or not _total_flops(baseline):
                 continue
             fraction = _total_flops(profile) / _total_flops(baseline) - 1.0
             evidence.append(f"{task}/{arm} {fraction * 100:+.2f}%")
@@ -303,7 +326,7 @@ def _overhead_claims(results: dict[str, Any], margins: Margins) -> list[dict[str
                 evidence,
                 stats.NOT_SUPPORTED if over else stats.SUPPORTED,
                 "FLOPs = matmul/conv FLOPs + elementwise FLOPs (profiler); every arm must add < 1% "
-                "over the baseline",
+                "over its baseline (the network without attention: `none`, or `vit` for the ViT arms)",
             )
         )
 
@@ -426,3 +449,272 @@ def _sweep_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, A
             f"r = 16 not worse than the best ratio by the A ≥ B rule (δ = {margins.accuracy * 100:.1f} pts)",
         )
     ]
+
+
+def _pairs_evidence(
+    results: dict[str, Any],
+    task: str,
+    metric: str,
+    a: str,
+    others: list[str],
+    margin: float,
+    scale: float,
+    unit: str,
+) -> tuple[list[str], list[str]]:
+    parts, evidence = [], []
+    for other in others:
+        diff = _diff(results, task, metric, a, other)
+        if diff is None:
+            continue
+        verdict = stats.verdict_greater(diff, margin)
+        parts.append(verdict)
+        evidence.append(_fmt_diff(diff, a, other, scale, unit) + f" → {verdict}")
+    return parts, evidence
+
+
+def _hybrid_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, Any]]:
+    source = "survey §11 (hybrids); closest published design: ELA 2024"
+    tasks = results.get("tasks", {})
+    claims: list[dict[str, Any]] = []
+    specs = (
+        (
+            "classification",
+            "accuracy",
+            margins.accuracy,
+            100,
+            " pts",
+            f"δ = {margins.accuracy * 100:.1f} pts",
+        ),
+        ("segmentation", "mean_dice", margins.dice, 1, " Dice", f"δ = {margins.dice} Dice"),
+    )
+    for task, metric, margin, scale, unit, delta in specs:
+        text = f"The ECA + CA hybrid beats both parents ({task}, {metric.replace('_', ' ')})"
+        identifier = f"hybrid-{task}"
+        arms = tasks.get(task, {}).get("arms", {})
+        parents = [p for p in ("eca", "coord") if p in arms]
+        if "eca_coord" not in arms or not parents:
+            claims.append(_missing(identifier, text, source, ["eca_coord", "eca and/or coord"]))
+            continue
+        parts, evidence = _pairs_evidence(results, task, metric, "eca_coord", parents, margin, scale, unit)
+        missing = [p for p in ("eca", "coord") if p not in arms]
+        if missing:
+            evidence.append(f"parent {', '.join(missing)} not run in this task: claim only partly tested")
+            parts.append(stats.INCONCLUSIVE)
+        claims.append(
+            _claim(
+                identifier,
+                text,
+                source,
+                evidence,
+                stats.combine(parts),
+                f"eca_coord > each parent by the A > B rule ({delta}); both parts must hold",
+            )
+        )
+    counts = []
+    for task in tasks:
+        hybrid, coord = _profile(results, task, "eca_coord"), _profile(results, task, "coord")
+        base = _profile(results, task, "none")
+        if hybrid and coord and base:
+            counts.append((task, hybrid["params"] - base["params"], coord["params"] - base["params"]))
+    text = "The ECA + CA hybrid adds fewer parameters than Coordinate Attention"
+    if not counts:
+        claims.append(_missing("hybrid-params", text, source, ["none", "coord", "eca_coord"]))
+    else:
+        claims.append(
+            _claim(
+                "hybrid-params",
+                text,
+                source,
+                [f"{task}: eca_coord adds {h:,}, coord adds {c:,} parameters" for task, h, c in counts],
+                stats.SUPPORTED if all(h < c for _, h, c in counts) else stats.NOT_SUPPORTED,
+                "exact parameter counts, in every task that ran both",
+            )
+        )
+    return claims
+
+
+def _transformer_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, Any]]:
+    source = "survey §7 (SQET), §11"
+    arms = results.get("tasks", {}).get("classification", {}).get("arms", {})
+    placements = [a for a in arms if a.startswith("vit_se")]
+    if "vit" not in arms or not placements:
+        return [
+            _missing("vit-se", "SE helps a vision transformer (ViT + SE > ViT)", source, ["vit", "vit_se"])
+        ]
+    claims = []
+    for arm in placements:
+        where = {"vit_se": "attention", "vit_se_mlp": "MLP", "vit_se_both": "attention and MLP"}.get(arm, arm)
+        diff = _diff(results, "classification", "accuracy", arm, "vit")
+        verdict = stats.verdict_greater(diff, margins.accuracy)
+        evidence = [_fmt_diff(diff, arm, "vit", 100, " pts")]
+        profile, base = _profile(results, "classification", arm), _profile(results, "classification", "vit")
+        if profile and base:
+            evidence.append(
+                f"SE adds {profile['params'] - base['params']:,} parameters to {base['params']:,}"
+            )
+        claims.append(
+            _claim(
+                arm.replace("_", "-"),
+                f"SE helps a vision transformer (ViT + SE after the {where} > ViT, accuracy)",
+                source,
+                evidence,
+                verdict,
+                f"A > B on test accuracy, paired by seed (δ = {margins.accuracy * 100:.1f} pts)",
+            )
+        )
+    return claims
+
+
+def _volume_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, Any]]:
+    text = "scSE improves a 3-D U-Net (scSE > none, mean Dice)"
+    source = "survey §1, §11 (3-D extensions)"
+    diff = _diff(results, "segmentation3d", "mean_dice", "scse", "none")
+    if diff is None:
+        return [_missing("scse-3d", text, source, ["segmentation3d: none, scse (--with-3d)"])]
+    return [
+        _claim(
+            "scse-3d",
+            text,
+            source,
+            [_fmt_diff(diff, "scSE", "none", 1, " Dice")],
+            stats.verdict_greater(diff, margins.dice),
+            f"A > B on the 3-D task's mean Dice, paired by seed (δ = {margins.dice} Dice)",
+        )
+    ]
+
+
+def _graph_runs(results: dict[str, Any], model: str) -> list[dict] | None:
+    entry = (results.get("graphs") or {}).get("models", {}).get(model)
+    return entry["runs"] if entry and entry.get("runs") else None
+
+
+def _graph_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, Any]]:
+    source = "survey §7 (WeightedGCL, SIGIR 2025)"
+    delta = margins.ranking
+    metrics = ("recall@20", "ndcg@20")
+    specs = (
+        ("weightedgcl-simgcl", "WeightedGCL > SimGCL (Recall@20 and NDCG@20)", "weightedgcl", ["simgcl"]),
+        (
+            "contrastive-lightgcn",
+            "Graph contrastive learning beats LightGCN (SimGCL and WeightedGCL > LightGCN, Recall@20 and "
+            "NDCG@20)",
+            None,
+            ["lightgcn"],
+        ),
+    )
+    claims = []
+    for identifier, text, model, others in specs:
+        challengers = [model] if model else ["simgcl", "weightedgcl"]
+        if any(_graph_runs(results, m) is None for m in challengers + others):
+            claims.append(_missing(identifier, text, source, challengers + others + ["(--graphs)"]))
+            continue
+        parts, evidence = [], []
+        for a in challengers:
+            for b in others:
+                for metric in metrics:
+                    runs_a, runs_b = _graph_runs(results, a), _graph_runs(results, b)
+                    diff = stats.paired_difference(
+                        stats.by_seed(runs_a, metric), stats.by_seed(runs_b, metric)
+                    )
+                    verdict = stats.verdict_greater(diff, delta)
+                    parts.append(verdict)
+                    base = stats.mean_ci(stats.by_seed(runs_b, metric).values()).mean
+                    relative = f", {diff.mean / base * 100:+.1f}%" if base else ""
+                    evidence.append(
+                        _fmt_diff(diff, f"{a} {metric}", b, 100, " pts").replace(")", f"{relative})", 1)
+                        + f" → {verdict}"
+                    )
+        claims.append(
+            _claim(
+                identifier,
+                text,
+                source,
+                evidence,
+                stats.combine(parts),
+                f"A > B on each metric, paired by training seed (δ = {delta * 100:.1f} pts); every part must "
+                "hold",
+            )
+        )
+    return claims
+
+
+def _search_pairs(summary: dict[str, Any], a: str, b: str) -> stats.Interval | None:
+    if a not in summary or b not in summary:
+        return None
+    values = {name: dict(zip(summary[name]["seeds"], summary[name]["values"])) for name in (a, b)}
+    return stats.paired_difference(values[a], values[b])
+
+
+def _search_claims(results: dict[str, Any], margins: Margins) -> list[dict[str, Any]]:
+    source_nas = "survey §11 (adaptive selection, NAS)"
+    source_fca = "survey §3 (FcaNet-NAS, never released)"
+    search = (results.get("search") or {}).get("data") or {}
+    settings = search.get("settings", {})
+    claims = []
+    specs = (
+        (
+            "search-attention",
+            "attention",
+            "budget_arm",
+            margins.accuracy,
+            100,
+            " pts",
+            "Fashion-MNIST accuracy",
+        ),
+        (
+            "search-segmentation",
+            "segmentation",
+            "seg_budget_arm",
+            margins.dice,
+            1,
+            " Dice",
+            "brain MRI mean Dice",
+        ),
+    )
+    for identifier, part, budget_key, margin, scale, unit, what in specs:
+        text = f"A per-layer attention search is not worse than the uniform choice of equal cost ({what})"
+        summary = (search.get(part) or {}).get("summary")
+        budget_arm = settings.get(budget_key)
+        diff = _search_pairs(summary, "searched", budget_arm) if summary and budget_arm else None
+        if diff is None:
+            if part == "attention" or search:
+                claims.append(_missing(identifier, text, source_nas, [f"search part {part!r} (--search)"]))
+            continue
+        verdict = stats.verdict_not_worse(diff, margin)
+        evidence = [_fmt_diff(diff, "searched", f"uniform {budget_arm}", scale, unit)]
+        uniform = {a: v["mean"] for a, v in summary.items() if a != "searched"}
+        best = max(uniform, key=lambda a: uniform[a])
+        evidence.append(f"best uniform arm: {best} ({uniform[best] * scale:.2f}{unit})")
+        claims.append(
+            _claim(
+                identifier,
+                text,
+                source_nas,
+                evidence,
+                verdict,
+                f"searched ≥ the uniform arm whose cost was the search's budget, by the A ≥ B rule (δ = "
+                f"{margin * scale:g}{unit})",
+            )
+        )
+    text = "Searched FcaNet frequencies are not worse than FcaNet's top16 table (Fashion-MNIST accuracy)"
+    summary = (search.get("frequency") or {}).get("summary")
+    diff = _search_pairs(summary, "searched", "top16") if summary else None
+    if diff is None:
+        claims.append(_missing("search-frequency", text, source_fca, ["search part 'frequency' (--search)"]))
+    else:
+        evidence = [_fmt_diff(diff, "searched", "top16", 100, " pts")]
+        for table in ("low16", "bot16"):
+            other = _search_pairs(summary, "searched", table)
+            if other is not None:
+                evidence.append(_fmt_diff(other, "searched", table, 100, " pts"))
+        claims.append(
+            _claim(
+                "search-frequency",
+                text,
+                source_fca,
+                evidence,
+                stats.verdict_not_worse(diff, margins.accuracy),
+                f"searched ≥ top16 by the A ≥ B rule (δ = {margins.accuracy * 100:.1f} pts)",
+            )
+        )
+    return claims

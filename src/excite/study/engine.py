@@ -67,7 +67,11 @@ class Arm:
         return dict(self.options)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "attention": self.attention, "options": self.attention_options}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "attention": self.attention,
+            "options": self.attention_options,
+        }
         if self.network is not None:
             out["network"] = self.network
         return out

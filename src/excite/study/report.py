@@ -283,12 +283,18 @@ def plot_sweep(entry: dict[str, Any], path: Path) -> Path | None:
 
 
 def _task_table(
-    entry: dict[str, Any], metric: str, scale: float, unit: str, extra: str | None = None, digits: int = 2
+    entry: dict[str, Any],
+    metric: str,
+    scale: float,
+    unit: str,
+    extra: str | None = None,
+    digits: int = 2,
+    baseline_name: str = "none",
 ) -> list[str]:
     arms = entry["arms"]
-    baseline = arms.get("none")
+    baseline = arms.get(baseline_name)
     base_profile = baseline.get("profile") if baseline else None
-    header = f"| arm | test {unit} | Δ vs none (paired) |"
+    header = f"| arm | test {unit} | Δ vs {baseline_name} (paired) |"
     rule = "|---|---|---|"
     if extra:
         header += " HD95 (mm) |"
@@ -304,7 +310,7 @@ def _task_table(
     for arm, data in arms.items():
         runs = data["runs"]
         interval = _interval(runs, metric)
-        if baseline is not None and arm != "none":
+        if baseline is not None and arm != baseline_name:
             diff = stats.paired_difference(_seed_values(runs, metric), _seed_values(baseline["runs"], metric))
             delta = diff.format(scale, digits) if diff.n else "n/a"
             if diff.n and not delta.startswith("-"):
@@ -316,7 +322,7 @@ def _task_table(
             row += f" {_interval(runs, extra).format(1.0, 1)} |"
         profile = data.get("profile")
         added = "—"
-        if profile and base_profile and arm != "none":
+        if profile and base_profile and arm != baseline_name:
             added = f"{profile['params'] - base_profile['params']:+,}"
         row += (
             f" {_fmt_int(profile['params']) if profile else 'n/a'} | {added} | {_fmt_mflops(profile)} |"
@@ -397,6 +403,11 @@ def _describe_segmentation(entry: dict[str, Any]) -> str:
         "attention after every encoder and decoder block"
     )
     unit = "axial slices" if setup["dim"] == 2 else "slices in 3-D slabs"
+    if setup["dim"] == 3:
+        model += (
+            f", trained on random {'x'.join(map(str, setup['patch']))} patches of the training slabs "
+            f"({setup['patches_per_epoch']} per epoch), every validation and test slab segmented whole"
+        )
     return (
         f"{model}. Data: Colin27 T1 (`{setup['image']}`), labels `{setup['labels']}` "
         f"({len(entry['label_names']) - 1} regions + background), voxel {entry['spacing_mm'][0]:g} "
@@ -414,6 +425,177 @@ def _describe_segmentation(entry: dict[str, Any]) -> str:
     )
 
 
+def _is_vit(data: dict[str, Any]) -> bool:
+    return (data.get("arm") or {}).get("network") == "vit" or data.get("baseline") == "vit"
+
+
+def _describe_vit(entry: dict[str, Any]) -> str:
+    setup, sizes = entry["setup"]["setup"], entry["setup"]["sizes"]
+    training = entry.get("training_by_network", {}).get("vit", entry["training"])
+    same = training == entry["training"]
+    patch = setup.get("vit_patch", 4)
+    tokens = (28 // patch) ** 2
+    steps = sizes["train"] // training["batch_size"] * training["epochs"]
+    budget = (
+        "the same budget as the ResNet arms"
+        if same
+        else "its own budget, the same for every ViT arm (a transformer needs more steps than the ResNet)"
+    )
+    return (
+        f"A small vision transformer (`excite.tokens.vit_tiny`: {patch}x{patch} patches, {tokens} tokens + a "
+        f"class token, width {setup['vit_width']}, depth {setup['vit_depth']}, {setup['vit_heads']} heads, "
+        f"MLP ratio 2), trained on the same {sizes['train']:,} images and seeds as the ResNet arms with "
+        f"{budget}: {training['epochs']} epochs, batch {training['batch_size']}, {steps} AdamW steps (lr "
+        f"{training['lr']}, warm-up then cosine). It is "
+        "compared with the ViT without SE (`vit`), not with the ResNet. SE (reduction 4) acts on the token "
+        "channels, squeezing over the patch tokens, after the attention branch (`vit_se`, the SQET-style "
+        "placement), after the MLP (`vit_se_mlp`) or both (`vit_se_both`). A transformer this small on "
+        "this little data and so few steps is far from its best; the comparison is at this budget."
+    )
+
+
+def _hybrid_lines(results: dict[str, Any]) -> list[str]:
+    """The eca_coord discussion: its numbers against its parents, per task, with the paired verdicts."""
+    tasks = results["tasks"]
+    specs = (
+        ("classification", "accuracy", 100, "accuracy (%)", 2, " pts"),
+        ("segmentation", "mean_dice", 1.0, "mean Dice", 3, " Dice"),
+        ("segmentation3d", "mean_dice", 1.0, "mean Dice", 3, " Dice"),
+    )
+    claims = {c["id"]: c for c in results.get("claims", [])}
+    body: list[str] = []
+    for task, metric, scale, label, digits, unit in specs:
+        arms = tasks.get(task, {}).get("arms", {})
+        if "eca_coord" not in arms:
+            continue
+        shown = [a for a in ("none", "eca", "coord", "eca_coord") if a in arms]
+        base_profile = (arms.get("none") or {}).get("profile")
+        body += [
+            f"**{task}**",
+            "",
+            f"| arm | test {label} | params added | fwd+bwd (ms) |",
+            "|---|---|---|---|",
+        ]
+        for arm in shown:
+            data = arms[arm]
+            profile = data.get("profile")
+            added = (
+                f"{profile['params'] - base_profile['params']:+,}"
+                if profile and base_profile and arm != "none"
+                else "—"
+            )
+            body.append(
+                f"| {arm} | {_interval(data['runs'], metric).format(scale, digits)} | {added} | "
+                f"{_fmt_ms(profile.get('latency_fwdbwd_ms') if profile else None)} |"
+            )
+        body.append("")
+        sentences = []
+        for parent in ("eca", "coord"):
+            if parent not in arms:
+                sentences.append(f"`{parent}` was not run in this task.")
+                continue
+            diff = stats.paired_difference(
+                _seed_values(arms["eca_coord"]["runs"], metric), _seed_values(arms[parent]["runs"], metric)
+            )
+            sentences.append(
+                f"eca_coord − {parent} = {diff.format(scale, digits)}{unit} (paired, {diff.n} seeds)."
+            )
+        claim = claims.get(f"hybrid-{task}")
+        if claim:
+            sentences.append(f'Claim "eca_coord > both parents": **{claim["verdict"]}**.')
+        body += [" ".join(sentences), ""]
+    if not body:
+        return []
+    params = claims.get("hybrid-params")
+    lines = [
+        "## The ECA + Coordinate Attention hybrid (`eca_coord`)",
+        "",
+        "`eca_coord` (`excite.layers.eca_coord`) is our composition of ECA's reduction-free channel "
+        "interaction (a 1-D convolution across channels with ECA's adaptive kernel) with CA's "
+        "direction-aware strip pooling; the closest published design is ELA (2024). Below: the hybrid "
+        "against its parents in the same network, seeds and budget (mean ± 95% CI; differences paired "
+        "by seed).",
+        "",
+        *body,
+    ]
+    if params and params["verdict"] != "not tested":
+        lines += [f"Parameters: {params['evidence']} (fewer than CA: **{params['verdict']}**).", ""]
+    return lines
+
+
+def _graph_lines(graphs: dict[str, Any], margins: dict[str, Any]) -> list[str]:
+    data, setup, settings = graphs["data"], graphs["setup"], graphs.get("settings", {})
+    summary = data["summary"]
+    models = graphs["models"]
+    ks = setup["ks"]
+    seeds = setup["seeds"]
+    limited = (
+        f" Only the first {data['user_limit']} users of the file are kept (a test-sized subset)."
+        if data.get("user_limit")
+        else ""
+    )
+    lines = [
+        "## Graph recommenders: LightGCN, SimGCL, WeightedGCL",
+        "",
+        f"**Data.** {data['description']} (file `{data['file']}`; {summary['users']:,} users, "
+        f"{summary['items']:,} items, {summary['interactions']:,} interactions, density "
+        f"{summary['density'] * 100:.2f}%).{limited} Split {data['split']} with seed {data['split_seed']}: "
+        f"{summary['train']:,} / {summary['valid']:,} / {summary['test']:,}. This is not one of the "
+        "WeightedGCL paper's data sets (Amazon, Pinterest, Alibaba cannot be had offline here): the table "
+        "says nothing about the paper's numbers on its own data.",
+        "",
+        "**Protocol** (`excite.graphs`, following WeightedGCL's configuration): embeddings 64, Adam, "
+        f"batch {settings.get('batch_size', 'n/a')}, one sampled negative per pair, lr "
+        f"{settings.get('lr', 'n/a')}, at most {settings.get('epochs', 'n/a')} epochs with validation "
+        f"every {settings.get('eval_every', 'n/a')} epoch(s); the epoch with the best validation "
+        f"NDCG@{min(ks)} is tested, full ranking with training "
+        f"and validation items masked. Same split and budget for every model; training seed(s) "
+        f"{', '.join(map(str, seeds))}. Mean ± 95% CI over seeds where there are several; Δ is relative "
+        "to LightGCN's mean.",
+        "",
+    ]
+    header = ["model"] + [f"{m}@{k}" for k in ks for m in ("Recall", "NDCG")] + ["best epoch", "seconds"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    base = models.get("lightgcn")
+    for name, entry in models.items():
+        cells = [name]
+        for k in ks:
+            for metric in ("recall", "ndcg"):
+                key = f"{metric}@{k}"
+                interval = stats.mean_ci(stats.by_seed(entry["runs"], key).values())
+                cell = interval.format(1.0, 4)
+                if base is not None and name != "lightgcn":
+                    reference = stats.mean_ci(stats.by_seed(base["runs"], key).values()).mean
+                    if reference:
+                        cell += f" ({(interval.mean / reference - 1) * 100:+.1f}%)"
+                cells.append(cell)
+        cells.append(", ".join(str(r["best_epoch"]) for r in entry["runs"]))
+        cells.append(stats.mean_ci([r["seconds"] for r in entry["runs"]]).format(1.0, 0))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Verdicts (WeightedGCL > SimGCL; contrastive > LightGCN) are in the claims section, paired over "
+        f"training seeds with margin {margins.get('ranking', 0.005) * 100:.1f} points; with one seed "
+        "there is no interval and they are inconclusive.",
+        "",
+    ]
+    return lines
+
+
+def _part_times(results: dict[str, Any]) -> str:
+    parts = [(name, entry.get("seconds")) for name, entry in results["tasks"].items()]
+    parts += [(name, (results.get(name) or {}).get("seconds")) for name in ("graphs", "search")]
+    shown = [f"{name} {seconds / 60:.1f}" for name, seconds in parts if seconds is not None]
+    return f" ({', '.join(shown)} min)" if shown else ""
+
+
+PART_NAMES = {
+    "segmentation3d": "3-D U-Net segmentation task (none vs scSE on 3-D patches)",
+    "graphs": "graph recommender table (LightGCN / SimGCL / WeightedGCL)",
+    "search": "search section (per-layer attention search, FcaNet frequency search)",
+}
+
+
 def write_report(results: dict[str, Any], out: Path) -> Path:
     """Write ``results.json``, the plots and ``report.md`` into ``out``; returns the report's path."""
     out = Path(out)
@@ -429,7 +611,8 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f" ({env['device_name']}, {env['cpu_threads']} CPU threads, {env['world_size']} process(es), AMP "
         f"{'on' if env['amp'] else 'off'}), torch {env['torch']}. Seeds: "
         f"{', '.join(map(str, config['seeds']))}. "
-        f"Wall time {results['wall_seconds'] / 60:.1f} min. Every number is the mean ± 95% CI over seeds "
+        f"Wall time {results['wall_seconds'] / 60:.1f} min{_part_times(results)}. "
+        "Every number is the mean ± 95% CI over seeds "
         "(t-distribution); Δ columns are paired by seed. Latencies are medians on this machine, "
         "one training "
         f"batch per call, measured round-robin across arms; on a shared machine they are noisy. "
@@ -437,23 +620,35 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "elementwise work of the attention modules (`excite.profiling`).",
         "",
     ]
+    not_run = [(part, flag) for part, flag in results.get("not_run", [])]
+    skipped = results.get("skipped", {})
+    if not_run or skipped:
+        for part, flag in not_run:
+            lines.append(f"- {PART_NAMES.get(part, part)}: not run in this preset: use `{flag}`.")
+        for part, reason in skipped.items():
+            lines.append(f"- {PART_NAMES.get(part, part)}: skipped: {reason}")
+        lines.append("")
     tasks = results["tasks"]
     if "classification" in tasks:
         entry = tasks["classification"]
+        resnet_arms = {a: d for a, d in entry["arms"].items() if not a.startswith("se-r") and not _is_vit(d)}
+        vit_arms = {a: d for a, d in entry["arms"].items() if _is_vit(d)}
         lines += ["## Classification: Fashion-MNIST", "", _describe_classification(entry), ""]
-        lines += _task_table(
-            {"arms": {a: d for a, d in entry["arms"].items() if not a.startswith("se-r")}},
-            "accuracy",
-            100,
-            "accuracy (%)",
-        )
-        lines.append("")
-        main_arms = {"arms": {a: d for a, d in entry["arms"].items() if not a.startswith("se-r")}}
-        figure = out / "accuracy_vs_params.png"
-        if plot_metric_vs_params(main_arms, "accuracy", "test accuracy (%)", 100, figure):
-            lines += ["![accuracy vs parameters](accuracy_vs_params.png)", ""]
+        if resnet_arms:
+            lines += _task_table({"arms": resnet_arms}, "accuracy", 100, "accuracy (%)")
+            lines.append("")
+            figure = out / "accuracy_vs_params.png"
+            if plot_metric_vs_params({"arms": resnet_arms}, "accuracy", "test accuracy (%)", 100, figure):
+                lines += ["![accuracy vs parameters](accuracy_vs_params.png)", ""]
         plot_training_curves(entry, "accuracy", "accuracy", out / "training_curves_classification.png")
         lines += ["![training curves](training_curves_classification.png)", ""]
+        if vit_arms:
+            lines += ["### A small ViT with and without SE", "", _describe_vit(entry), ""]
+            if "vit" in vit_arms:
+                lines += _task_table({"arms": vit_arms}, "accuracy", 100, "accuracy (%)", baseline_name="vit")
+            else:
+                lines.append("(The ViT without SE was not run: no paired comparison.)")
+            lines.append("")
         analysis = entry.get("analysis", {})
         table = _analysis_table(analysis)
         if table:
@@ -487,14 +682,14 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
                 "accuracy (%)",
             )
             lines += ["", "![reduction sweep](reduction_sweep.png)", ""]
-    if "segmentation" in tasks:
-        entry = tasks["segmentation"]
-        lines += [
-            "## Segmentation: brain MRI (Colin27, atlas regions)",
-            "",
-            _describe_segmentation(entry),
-            "",
-        ]
+    for task_name, title, suffix in (
+        ("segmentation", "## Segmentation: brain MRI (Colin27, atlas regions)", ""),
+        ("segmentation3d", "## Segmentation in 3-D: brain MRI patches (Colin27, atlas regions)", "_3d"),
+    ):
+        if task_name not in tasks:
+            continue
+        entry = tasks[task_name]
+        lines += [title, "", _describe_segmentation(entry), ""]
         for note in entry.get("notes", []):
             lines.append(f"- Data: {note}")
         lines.append("")
@@ -505,12 +700,18 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         lines += ["", "Dice per region (test):", ""]
         lines += _region_table(entry)
         lines.append("")
-        plot_dice_per_arm(entry, out / "dice_per_arm.png")
-        lines += ["![Dice per arm](dice_per_arm.png)", ""]
-        plot_training_curves(entry, "mean_dice", "mean Dice", out / "training_curves_segmentation.png")
-        lines += ["![training curves](training_curves_segmentation.png)", ""]
-        if plot_examples(entry, out, out / "segmentation_examples.png"):
-            lines += ["![example segmentations](segmentation_examples.png)", ""]
+        plot_dice_per_arm(entry, out / f"dice_per_arm{suffix}.png")
+        lines += [f"![Dice per arm](dice_per_arm{suffix}.png)", ""]
+        curves = f"training_curves_{task_name}.png"
+        plot_training_curves(entry, "mean_dice", "mean Dice", out / curves)
+        lines += [f"![training curves]({curves})", ""]
+        if plot_examples(entry, out, out / f"segmentation_examples{suffix}.png"):
+            lines += [f"![example segmentations](segmentation_examples{suffix}.png)", ""]
+    lines += _hybrid_lines(results)
+    if results.get("graphs"):
+        lines += _graph_lines(results["graphs"], config["margins"])
+    if results.get("search"):
+        lines += [results["search"]["markdown"].rstrip(), ""]
     lines += ["## Claims", "", "| claim | evidence | verdict |", "|---|---|---|"]
     for claim in results.get("claims", []):
         lines.append(
@@ -527,9 +728,11 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         f"if below 0. *A ≈ B*: supported if inside ±δ; not supported if entirely outside. Margins δ: "
         f"{margins['accuracy'] * 100:.1f} accuracy points, {margins['dice']} Dice, "
         f"{margins['specificity']} η², "
-        f"{margins['latency'] * 100:.0f}% latency. Parameter and FLOP claims are exact counts "
+        f"{margins['latency'] * 100:.0f}% latency, {margins.get('ranking', 0.005) * 100:.1f} points of "
+        "Recall/NDCG. Parameter and FLOP claims are exact counts "
         "against the stated "
-        "thresholds. A verdict holds for this preset's networks, data and budget only.",
+        "thresholds. With one seed there is no interval: such comparisons are inconclusive. A verdict "
+        "holds for this preset's networks, data and budget only.",
         "",
     ]
     for claim in results.get("claims", []):
@@ -539,11 +742,27 @@ def write_report(results: dict[str, Any], out: Path) -> Path:
         "",
         "## Reproduce",
         "",
-        f"`excite study --preset {results['preset']} --seeds {','.join(map(str, config['seeds']))} "
-        f"--tasks {','.join(config['tasks'])}`{' --sweep-reduction' if config['sweep_reduction'] else ''} "
+        f"`{reproduce_command(results)}` "
         "(finished runs in the output folder are reused; interrupted ones resume).",
         "",
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def reproduce_command(results: dict[str, Any]) -> str:
+    """The ``excite study`` command line that runs this configuration's parts."""
+    config = results["config"]
+    tasks = config["tasks"]
+    engine = [t for t in tasks if t in ("classification", "segmentation")]
+    parts = [
+        f"excite study --preset {results['preset']}",
+        f"--seeds {','.join(map(str, config['seeds']))}",
+        f"--tasks {','.join(engine)}" if engine else "",
+        "--with-3d" if "segmentation3d" in tasks else "--no-3d",
+        "--graphs" if "graphs" in tasks else "--no-graphs",
+        f"--search {config['search']}" if "search" in tasks else "--search none",
+        "--sweep-reduction" if config.get("sweep_reduction") else "",
+    ]
+    return " ".join(p for p in parts if p)

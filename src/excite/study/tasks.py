@@ -8,9 +8,10 @@ deterministic and shardable across processes.
 Classification: a ResNet-18 layout with the small stem (3x3 stride 1, no max-pool) for 28x28 images,
 ``width`` base channels, attention in every block at the paper's placement (``excite.models.resnet18``).
 Arms with ``network="vit"`` get instead the small vision transformer of :func:`excite.tokens.vit_tiny`
-(4x4 patches: 49 tokens and a class token; ``vit_width``, ``vit_depth``, ``vit_heads``; SE on the token
-channels after the attention and/or MLP branch, reduction 4), trained with the same data, budget and
-seeds.
+(``vit_patch`` x ``vit_patch`` patches, 4x4 by default: 49 tokens and a class token; ``vit_width``,
+``vit_depth``, ``vit_heads``; SE on the token channels after the attention and/or MLP branch, reduction 4),
+trained on the same data and seeds; every ViT arm gets the same budget (the configuration may give the ViT
+family its own, see :meth:`excite.study.config.StudyConfig.settings_for`).
 Pixels are scaled to [0, 1] and standardised with the training split's mean and standard deviation.
 Augmentation: random horizontal flips (p = 0.5); clothes are left-right symmetric classes. Metric: top-1
 accuracy (torchmetrics), on the full 10,000-image test set unless ``test_limit`` says otherwise.
@@ -51,6 +52,7 @@ class ClassificationSetup:
     vit_width: int = 64
     vit_depth: int = 6
     vit_heads: int = 4
+    vit_patch: int = 4
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ class ClassificationTask:
             in_channels=1,
             num_classes=len(self.classes),
             image_size=self.input_size[-1],
-            patch_size=4,
+            patch_size=self.setup.vit_patch,
             dim=self.setup.vit_width,
             depth=self.setup.vit_depth,
             heads=self.setup.vit_heads,
