@@ -125,6 +125,10 @@ def fold_adaptive_pool(weight: Tensor, spatial_size: list[int]) -> Tensor:
     map is never materialised and the input is read once.
     """
     dim = len(spatial_size)
+    # Pooling a map to its own size is the identity: the official FcaNet ResNets size each stage's DCT
+    # grid to its feature map, and the fold would otherwise cost two C·S³ matrix products per call.
+    if list(weight.shape[1:]) == spatial_size:
+        return weight
     pools: list[Tensor] = []
     for axis in range(dim):
         pools.append(

@@ -22,7 +22,7 @@ def test_presets_and_overrides():
     )
     # The hybrid with both parents, and the ViT with and without SE, are in quick too.
     assert {"eca", "coord", "eca_coord", "vit", "vit_se"} <= set(quick.arms["classification"])
-    assert "eca_coord" in quick.arms["segmentation"]
+    assert {"none", "cse", "sse", "scse"} <= set(quick.arms["segmentation"])
     # full runs every part; quick leaves out the 3-D task and the search, and names the flags.
     assert set(full.tasks) == {"classification", "segmentation", "segmentation3d", "graphs", "search"}
     assert full.not_run() == []

@@ -101,7 +101,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=("none", "quick", "standard", "full"),
         default=None,
         help="add the search section (per-layer attention search vs uniform choices at equal cost, FcaNet "
-        "frequency search vs top16/low16/bot16) with this search preset; quick adds about 6 min on 2 "
+        "frequency search vs top16/low16/bot16) with this search preset; quick adds about 9 min on 2 "
         "cores; none removes it (default: off in quick, standard in full)",
     )
     parser.add_argument(

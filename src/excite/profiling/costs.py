@@ -56,9 +56,10 @@ EcaModule, torchvision
 SqueezeExcitation)
 sSE                      3      11      0           0           0      1x1 conv reads x; ``x·q``
 scSE (max)               9      46      0           0           8      cSE 3 + sSE 3 + max (2 reads, 1 write)
-FcaNet (dct = map size)  5      10      9           1           0      ``x·bank`` (x, bank, write), sum
-                                                                       reads, ``x·s``; the bank is rebuilt
-                                                                       each call (pooling folded in)
+FcaNet (dct = map size)  5      10      1           1           0      ``x·bank`` (x, bank, write), sum
+                                                                       reads, ``x·s``; the bank is used as
+                                                                       is (pooling to its own size is the
+                                                                       identity, so nothing is folded)
 SPSE (levels 1,2,4; 2-D) 5      13*     14          7           0      as FcaNet, bank of three levels
 RGSE (sizes divisible)   3      10+2d   0           0           0      window mean, ``x·s``
 SimAM                    15     40      0           0           0      mean, sub, pow, sum, div, add,
@@ -241,7 +242,7 @@ def _reference_pass_model(module: nn.Module, shape: Sequence[int]) -> PassModel 
     if name == "fca":
         if isinstance(module.dct_filter, nn.Parameter) or tuple(module.dct_size) != spatial:
             return None
-        return PassModel(fwd=5, bwd=10, elementwise=3, fwd_bank=9, bwd_bank=1)
+        return PassModel(fwd=5, bwd=10, elementwise=3, fwd_bank=1, bwd_bank=1)
     if name == "spse":
         if tuple(module.levels) != (1, 2, 4) or dim != 2:
             return None
