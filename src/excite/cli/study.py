@@ -154,4 +154,9 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"excite study: data missing.\n{error}", file=sys.stderr)
         return 1
+    except ValueError as error:
+        # A run folder of another configuration, or a setting the data cannot satisfy: the message says
+        # which and what to do; a traceback would hide it.
+        print(f"excite study: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -297,7 +297,7 @@ def train_run(
         if finished.config_key != key:
             raise ValueError(
                 f"train_run: {run_dir} holds a finished run of another configuration (key "
-                f"{finished.config_key}, expected {key}); use another output folder or resume=False"
+                f"{finished.config_key}, expected {key}); use another output folder or resume=False (--no-resume)"
             )
         return finished
 
@@ -326,7 +326,7 @@ def train_run(
             raise ValueError(
                 f"train_run: {checkpoint_path} belongs to another configuration (key "
                 f"{checkpoint['config_key']}, "
-                f"expected {key}); use another output folder or resume=False"
+                f"expected {key}); use another output folder or resume=False (--no-resume)"
             )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
