@@ -251,8 +251,11 @@ class ProfileTable:
         axes[1].axhline(0, color="black", linewidth=0.6)
         # symlog: FLOP overheads of a few hundredths of a percent stay visible next to latency in tens.
         axes[1].set_yscale("symlog", linthresh=0.1)
+        # Headroom above the tallest bar for the legend, which would otherwise cover it.
+        tallest = max([abs(r[key] or 0.0) for r in arms for key, _, _ in series] + [1.0])
+        axes[1].set_ylim(top=tallest * 8)
         axes[1].set_title("added over the plain model (%, symlog)")
-        axes[1].legend(fontsize=7)
+        axes[1].legend(fontsize=7, loc="upper left", ncols=3)
 
         fwd = [max(r["attention_bytes"] or 0, 1) / 2**20 for r in arms]
         train = [max(r["attention_bytes_fwdbwd"] or 0, 1) / 2**20 for r in arms]

@@ -297,7 +297,8 @@ def train_run(
         if finished.config_key != key:
             raise ValueError(
                 f"train_run: {run_dir} holds a finished run of another configuration (key "
-                f"{finished.config_key}, expected {key}); use another output folder or resume=False (--no-resume)"
+                f"{finished.config_key}, expected {key}); use another output folder or resume=False "
+                "(--no-resume)"
             )
         return finished
 
