@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -53,3 +54,13 @@ def test_section_runs_on_real_data_and_resumes(tmp_path) -> None:
     again = study_section(tmp_path, settings=TINY, progress=False)
     assert {path: path.stat().st_mtime_ns for path in runs} == stamps  # nothing was trained again
     assert again.data["attention"]["summary"] == data["attention"]["summary"]
+    # Other settings in the same folder retrain what they change instead of reusing the stored records.
+    frequency_runs = [path for path in runs if path.name.startswith("frequency_")]
+    keys = {path: json.loads(path.read_text())["key"] for path in frequency_runs}
+    changed = study_section(
+        tmp_path, settings=replace(TINY, epochs=1.0), parts=("frequency",), progress=False
+    )
+    assert all(path.stat().st_mtime_ns != stamps[path] for path in frequency_runs)
+    assert all(json.loads(path.read_text())["key"] != keys[path] for path in frequency_runs)
+    assert all(path.stat().st_mtime_ns == stamps[path] for path in runs if path not in frequency_runs)
+    assert "frequency" in changed.data

@@ -20,6 +20,7 @@ The study calls :func:`study_section` and appends its markdown to ``report.md`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -174,6 +175,7 @@ def _train_and_test(
     epochs: float | None = None,
     lr: float | None = None,
     metric: Any = None,
+    loss_fn: Callable[[Any, Any], Any] = cross_entropy,
 ) -> dict[str, Any]:
     """Train on the first loader, score on the third; the record's key is ``test_<metric name>``."""
     train, _, test = loaders
@@ -185,7 +187,7 @@ def _train_and_test(
         epochs=settings.epochs if epochs is None else epochs,
         lr=settings.weight_lr if lr is None else lr,
         weight_decay=5e-4,
-        loss_fn=cross_entropy,
+        loss_fn=loss_fn,
         device=torch.device("cpu"),
         show_progress=show_progress,
         description=description,
@@ -199,14 +201,27 @@ def _train_and_test(
     }
 
 
-def _cached(folder: Path, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+def _cached(
+    folder: Path, name: str, settings: Settings, compute: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """``compute()``'s record, stored as ``folder/<name>.json`` with the key of ``settings``.
+
+    A stored record is reused only when its key matches (an interrupted comparison resumes); one made
+    under other settings, or before records had keys, is computed again and replaced, so a folder
+    never mixes presets.
+    """
     path = folder / f"{name}.json"
+    key = hashlib.sha256(
+        json.dumps({"settings": asdict(settings), "name": name}, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]
     if path.exists():
-        return json.loads(path.read_text())
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key and "record" in stored:
+            return stored["record"]
     record = compute()
     folder.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=1, default=str))
+    temporary.write_text(json.dumps({"key": key, "record": record}, indent=1, default=str))
     temporary.replace(path)
     return record
 
@@ -225,9 +240,11 @@ def _compare_search(
     epochs: float,
     search_epochs: float,
     lr: float,
+    loss_fn: Callable[[Any, Any], Any] = cross_entropy,
 ) -> dict[str, Any]:
     """The searched network (budget = the measured cost of uniform ``budget_arm``), retrained, against
-    every uniform choice, for every seed; records cached under ``out/runs``."""
+    every uniform choice, for every seed; records cached under ``out/runs``. ``loss_fn`` trains the
+    weights in the search and in every retraining."""
     from . import attention as search_attention
     from .training import default_metric
 
@@ -253,6 +270,7 @@ def _compare_search(
                 epochs=search_epochs,
                 weight_lr=lr,
                 arch_lr=settings.arch_lr,
+                loss_fn=loss_fn,
                 progress=show_progress,
                 seed=seed,
             )
@@ -268,12 +286,13 @@ def _compare_search(
                 epochs=epochs,
                 lr=lr,
                 metric=default_metric(task),
+                loss_fn=loss_fn,
             )
             record.update(cost=result.derived_cost, search=result.to_dict())
             record["search"].pop("losses", None)
             return record
 
-        record = _cached(runs, f"{part}_searched_seed{seed}", search)
+        record = _cached(runs, f"{part}_searched_seed{seed}", settings, search)
         records.setdefault("searched", []).append(record)
         searches.append(record["search"])
         uniform_costs = record["search"]["uniform_costs"]
@@ -294,9 +313,10 @@ def _compare_search(
                     epochs=epochs,
                     lr=lr,
                     metric=default_metric(task),
+                    loss_fn=loss_fn,
                 )
 
-            arm = _cached(runs, f"{part}_{name}_seed{seed}", uniform)
+            arm = _cached(runs, f"{part}_{name}_seed{seed}", settings, uniform)
             arm["cost"] = uniform_costs[name]
             records.setdefault(name, []).append(arm)
     return {"records": records, "searches": searches}
@@ -359,7 +379,10 @@ def small_unet(features: Sequence[int]) -> Callable[..., nn.Module]:
 def compare_segmentation(
     settings: Settings, out: Path, data: Path | None = None, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Brain MRI: the searched U-Net against every uniform choice, per seed (mean foreground Dice)."""
+    """Brain MRI: the searched U-Net against every uniform choice, per seed (mean foreground Dice),
+    trained with the study's segmentation loss (cross-entropy + soft Dice)."""
+    from ..study.tasks import cross_entropy_soft_dice
+
     loaded: dict[int, Any] = {}
 
     def loaders_for(seed: int):
@@ -380,6 +403,7 @@ def compare_segmentation(
         epochs=settings.seg_epochs,
         search_epochs=settings.seg_search_epochs,
         lr=settings.seg_lr,
+        loss_fn=cross_entropy_soft_dice,
     )
 
 
@@ -421,7 +445,7 @@ def compare_frequencies(
             record["search"].pop("losses", None)
             return record
 
-        record = _cached(runs, f"frequency_searched_seed{seed}", search)
+        record = _cached(runs, f"frequency_searched_seed{seed}", settings, search)
         records.setdefault("searched", []).append(record)
         searches.append(record["search"])
         spec = dict(record["search"])
@@ -440,7 +464,8 @@ def compare_frequencies(
                     model, loaders, settings, seed, show_progress, f"fca {method} seed {seed}"
                 )
 
-            records.setdefault(method, []).append(_cached(runs, f"frequency_{method}_seed{seed}", named))
+            record = _cached(runs, f"frequency_{method}_seed{seed}", settings, named)
+            records.setdefault(method, []).append(record)
     return {"records": records, "searches": searches}
 
 
@@ -612,7 +637,8 @@ def _segmentation_markdown(result: dict[str, Any], settings: Settings, figure: s
         f"2-D U-Net (features {list(settings.seg_features)}) segmenting the 8 AAL lobes on axial slices of "
         f"the Colin27 T1 at {settings.seg_downsample} mm: training slabs train the weights, validation slabs "
         f"the architecture parameters, test slabs (disjoint, with gaps) score; every arm trained "
-        f"{settings.seg_epochs:g} epochs."
+        f"{settings.seg_epochs:g} epochs (AdamW, lr {settings.seg_lr:g}) on cross-entropy + soft Dice, the "
+        "study's segmentation loss."
     )
     return _search_markdown(
         result,

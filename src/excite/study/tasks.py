@@ -73,6 +73,25 @@ class SegmentationSetup:
     examples: int = 4
 
 
+def cross_entropy_soft_dice(logits: Tensor, target: Tensor) -> Tensor:
+    """The segmentation loss: cross-entropy plus ``1 −`` the mean soft Dice of the foreground classes.
+
+    ``logits`` is ``(N, K, *spatial)``, ``target`` holds class indices ``(N, *spatial)`` with 0 the
+    background. The soft Dice of each foreground class is pooled over the batch and space with +1
+    smoothing, so a class absent from the batch scores 1 when nothing is predicted for it.
+    """
+    logits = logits.float()
+    target = target.long()
+    cross_entropy = F.cross_entropy(logits, target)
+    probabilities = logits.softmax(dim=1)[:, 1:]
+    one_hot = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(probabilities.dtype)
+    axes = [0] + list(range(2, logits.dim()))
+    overlap = (probabilities * one_hot).sum(dim=axes)
+    total = probabilities.sum(dim=axes) + one_hot.sum(dim=axes)
+    dice = (2 * overlap + 1) / (total + 1)
+    return cross_entropy + (1 - dice.mean())
+
+
 def _floored_se(
     channels: int, *, dim: int = 2, reduction: int = 16, hidden_floor: int = 1, **options: Any
 ) -> nn.Module:
@@ -316,15 +335,7 @@ class SegmentationTask:
         return torch.stack(inputs), torch.stack(targets)
 
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
-        output = output.float()
-        cross_entropy = F.cross_entropy(output, target)
-        probabilities = output.softmax(dim=1)[:, 1:]
-        one_hot = F.one_hot(target, self.num_classes).movedim(-1, 1)[:, 1:].to(probabilities.dtype)
-        axes = [0] + list(range(2, output.dim()))
-        overlap = (probabilities * one_hot).sum(dim=axes)
-        total = probabilities.sum(dim=axes) + one_hot.sum(dim=axes)
-        dice = (2 * overlap + 1) / (total + 1)
-        return cross_entropy + (1 - dice.mean())
+        return cross_entropy_soft_dice(output, target)
 
     @torch.no_grad()
     def predict_volumes(
