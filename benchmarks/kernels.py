@@ -115,13 +115,94 @@ def build_timm(name: str, channels: int) -> nn.Module | None:
 
 
 class Timer:
-    def __init__(self, kind: str) -> None:
+    """Wall or process time of one call; on CUDA the device is synchronised before and after."""
+
+    def __init__(self, kind: str, device: torch.device | None = None) -> None:
         self.clock = time.perf_counter if kind == "wall" else time.process_time
+        self.cuda = device is not None and device.type == "cuda"
 
     def __call__(self, fn: Callable[[], object]) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
         start = self.clock()
         fn()
+        if self.cuda:
+            torch.cuda.synchronize()
         return self.clock() - start
+
+
+def peak_bandwidth(device: torch.device) -> float | None:
+    """The device's theoretical memory bandwidth in GB/s (CUDA: double data rate x bus width), or None."""
+    if device.type != "cuda":
+        return None
+    props = torch.cuda.get_device_properties(device)
+    clock_khz = getattr(props, "memory_clock_rate", 0)
+    bus_bits = getattr(props, "memory_bus_width", 0)
+    if not clock_khz or not bus_bits:
+        return None
+    return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9
+
+
+def fused_kernel_names() -> tuple[str, ...]:
+    """Names under which the fused kernels show up in torch.profiler: the C++ ops, the Triton kernels."""
+    names = ["excite_fused::"]
+    try:
+        from excite.fused import _triton
+
+        names += [n for n in dir(_triton) if n.endswith("_kernel")]
+    except ImportError:
+        pass
+    return tuple(names)
+
+
+def kernel_share(
+    module: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device, iterations: int = 3
+) -> float:
+    """The share of the fused path's forward+backward time spent inside excite's fused kernels.
+
+    The rest is what the passes over the feature map do not explain: the gate's small layers on the
+    statistics (matrix products, convolutions on pooled maps), autograd and Python. torch.profiler's
+    self times (CPU ops, or CUDA kernels on a GPU) are summed; the profiler's own overhead inflates the
+    small ops a little, so the share is a lower bound for the kernels.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    inputs = [x] + [p for p in module.parameters() if p.requires_grad]
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    torch.autograd.grad(module(x), inputs, grad)  # a first call may build or compile the kernels
+    with torch_profile(activities=activities) as prof:
+        for _ in range(iterations):
+            torch.autograd.grad(module(x), inputs, grad)
+        if cuda:
+            torch.cuda.synchronize()
+    names = fused_kernel_names()
+    total = inside = 0.0
+    for event in prof.key_averages():
+        spent = event.self_device_time_total if cuda else event.self_cpu_time_total
+        if cuda and event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        total += spent
+        if any(event.key.startswith(n) or n in event.key for n in names):
+            inside += spent
+    return inside / total if total else math.nan
+
+
+def gate_flops_per_element(module: nn.Module, x: torch.Tensor) -> float:
+    """Forward FLOPs of the fused path (``torch.utils.flop_counter``: the gate's matrix products and
+    convolutions; the elementwise passes count 0) per element of the feature map; the backward of those
+    products costs twice as much again. Where this approaches the machine's FLOP/byte balance times
+    4 bytes, the gate is compute-bound and no fusion of the passes can hide it.
+
+    Forward only: the counter's module hooks do not survive the nested ``autograd.grad`` inside the
+    fused backward.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops() / x.numel()
 
 
 def saved_bytes(module: nn.Module, call: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
@@ -144,11 +225,12 @@ def saved_bytes(module: nn.Module, call: Callable[[torch.Tensor], torch.Tensor],
 
 
 def method_calls(
-    name: str, channels: int, size: int, methods: Sequence[str]
+    name: str, channels: int, size: int, methods: Sequence[str], device: torch.device | None = None
 ) -> dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
     """``{method: (module, forward function)}`` for the methods available for this module."""
     calls: dict[str, tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {}
-    module = build_excite(name, channels, size).train()
+    device = device or torch.device("cpu")
+    module = build_excite(name, channels, size).to(device).train()
     for method in methods:
         if method == "reference":
 
@@ -168,20 +250,27 @@ def method_calls(
         elif method == "timm":
             peer = build_timm(name, channels)
             if peer is not None:
-                peer = peer.train()
+                peer = peer.to(device).train()
                 calls[method] = (peer, peer)
     return calls
 
 
 def measure(
-    name: str, shape: tuple[int, ...], methods: Sequence[str], rounds: int, timer: Timer
+    name: str,
+    shape: tuple[int, ...],
+    methods: Sequence[str],
+    rounds: int,
+    timer: Timer,
+    device: torch.device | None = None,
+    breakdown: bool = True,
 ) -> list[dict[str, object]]:
     batch, channels, height, width = shape
+    device = device or torch.device("cpu")
     torch.manual_seed(0)
-    x = torch.randn(shape).requires_grad_()
-    grad = torch.randn(shape)
-    scratch = torch.empty(shape)
-    calls = method_calls(name, channels, height, methods)
+    x = torch.randn(shape, device=device).requires_grad_()
+    grad = torch.randn(shape, device=device)
+    scratch = torch.empty(shape, device=device)
+    calls = method_calls(name, channels, height, methods, device)
 
     def forward(call: Callable) -> Callable[[], object]:
         def run() -> None:
@@ -214,8 +303,13 @@ def measure(
             samples[key].append(timer(task))
     median = {key: statistics.median(values) for key, values in samples.items()}
     lb = median[("LB", "read")] + median[("LB", "write")]
+    nbytes = x.numel() * x.element_size()
     rows = []
     for method, (module, call) in calls.items():
+        share = flops = math.nan
+        if method == "fused" and breakdown:
+            share = kernel_share(module, x, grad, device)
+            flops = gate_flops_per_element(module, x)
         rows.append(
             {
                 "module": name,
@@ -227,6 +321,12 @@ def measure(
                 "training_LB": median[(method, "training")] / lb,
                 "saved_x": saved_bytes(module, call, x),
                 "LB_ms": 1e3 * lb,
+                # Bandwidth of the minimal passes (3 forward, 8 forward+backward) at the measured time.
+                "LB_GBps": 3 * nbytes / lb / 1e9,
+                "forward_GBps": 3 * nbytes / median[(method, "forward")] / 1e9,
+                "training_GBps": 8 * nbytes / median[(method, "training")] / 1e9,
+                "kernel_share": share,
+                "gate_flops_per_element": flops,
             }
         )
     reference = next((r for r in rows if r["method"] == "reference"), None)
@@ -273,9 +373,12 @@ def print_table(rows: list[dict[str, object]], title: str) -> None:
 THREE_X_MODULES = ("simam", "scse", "coord", "eca")
 
 
-def summary_rows(rows: list[dict[str, object]]) -> list[dict[str, str]]:
+def summary_rows(rows: list[dict[str, object]], peak_gbps: float | None = None) -> list[dict[str, str]]:
     """One line per module and shape: every method's forward and forward+backward in LB side by side,
-    the fused path's training speed-up over the reference, the saved memory, and the targets missed."""
+    the fused path's training speed-up over the reference, the saved memory, where the fused path's
+    forward+backward time goes (inside the fused kernels / the rest: the gate's layers, autograd,
+    Python), the gate's FLOPs per element, the bandwidth of the minimal passes (and its share of
+    ``peak_gbps`` where known), and the targets missed."""
     lines = []
     keys = list(dict.fromkeys((r["module"], r["shape"]) for r in rows))
     for module, shape in keys:
@@ -300,14 +403,35 @@ def summary_rows(rows: list[dict[str, object]]) -> list[dict[str, str]]:
         line["saved ref / fused"] = (
             f"{reference['saved_x']:.2f} / {fused['saved_x']:.2f}" if fused is not None and reference else "-"
         )
+        if fused is not None and not math.isnan(float(fused.get("kernel_share", math.nan))):
+            inside = fused["training_LB"] * fused["kernel_share"]
+            line["f+b kernels / rest"] = f"{inside:.2f} / {fused['training_LB'] - inside:.2f}"
+            line["gate FLOP/elem fwd"] = f"{fused['gate_flops_per_element']:.1f}"
+        else:
+            line["f+b kernels / rest"] = line["gate FLOP/elem fwd"] = "-"
+        if fused is not None and "training_GBps" in fused:
+            # 8 passes is the minimum of forward+backward; modules that need more (CBAM) move more
+            # bytes than this counts, so the figures are lower bounds on the achieved bandwidth.
+            in_kernels = fused["kernel_share"]
+            kernels = fused["training_GBps"] / in_kernels if in_kernels > 0 else math.nan
+            shown = "-" if math.isnan(kernels) else f"{kernels:.0f}"
+            bandwidth = f"{fused['LB_GBps']:.0f} / {fused['training_GBps']:.0f} / {shown}"
+            if peak_gbps:
+                share = 100 * kernels / peak_gbps
+                bandwidth += f" ({share:.0f}% of {peak_gbps:.0f})"
+                if not share >= 80:
+                    missed.append("80% HBM")
+            line["GB/s LB / f+b / kernels"] = bandwidth
         line["targets missed"] = ", ".join(missed) if missed else "none"
         lines.append(line)
     return lines
 
 
-def print_summary(rows: list[dict[str, object]], title: str, path: Path | None) -> None:
+def print_summary(
+    rows: list[dict[str, object]], title: str, path: Path | None, peak_gbps: float | None = None
+) -> None:
     """The side-by-side table on the console, and as Markdown in ``path`` (for the issue's note)."""
-    lines = summary_rows(rows)
+    lines = summary_rows(rows, peak_gbps)
     headers = list(lines[0])
     markdown = [
         f"{title}; each cell is forward / forward+backward in LB",
@@ -386,21 +510,27 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     plt.close(figure)
 
 
-def profile(name: str, shape: tuple[int, ...]) -> None:
+def profile(name: str, shape: tuple[int, ...], device: torch.device | None = None) -> None:
     """The op-level breakdown of the fused path's forward + backward (torch.profiler)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    module = build_excite(name, shape[1], shape[2]).train()
-    x = torch.randn(shape, requires_grad=True)
-    grad = torch.randn(shape)
+    device = device or torch.device("cpu")
+    cuda = device.type == "cuda"
+    module = build_excite(name, shape[1], shape[2]).to(device).train()
+    x = torch.randn(shape, device=device, requires_grad=True)
+    grad = torch.randn(shape, device=device)
     inputs = [x] + list(module.parameters())
     for _ in range(2):
         torch.autograd.grad(module(x), inputs, grad)
-    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
         for _ in range(5):
             torch.autograd.grad(module(x), inputs, grad)
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        if cuda:
+            torch.cuda.synchronize()
+    sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -417,7 +547,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--out", default="benchmark-results", help="folder for kernels.csv and kernels.png")
     parser.add_argument("--profile", default=None, help="print the fused path's op profile for this module")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda (Triton kernels; the 80%%-of-HBM target is checked there)",
+    )
+    parser.add_argument(
+        "--peak-gbps",
+        type=float,
+        default=None,
+        help="the memory's peak bandwidth in GB/s (default on CUDA: from the device's clock and bus width)",
+    )
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip the profiler's split of the fused time (kernels / rest) and the FLOP count",
+    )
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here")
+    peak_gbps = args.peak_gbps or peak_bandwidth(device)
     malloc = "system" if args.system_malloc else ("kept" if keep_freed_memory() else "system")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -426,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         shapes = QUICK_SHAPES if args.quick else STAGE_SHAPES
     if args.profile:
-        profile(args.profile, shapes[0])
+        profile(args.profile, shapes[0], device)
         return
     methods = (
         args.methods.split(",")
@@ -438,11 +588,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--methods: unknown {unknown}; choose from {METHODS}")
     modules = args.modules.split(",")
     rounds = args.rounds or (7 if args.quick else 31)
-    timer = Timer(args.timer)
-    probe = torch.randn(2, 2, 2, 2)
+    timer = Timer(args.timer, device)
+    probe = torch.randn(2, 2, 2, 2, device=device)
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{torch.get_num_threads()} CPU threads, malloc: {malloc}"
+    )
     header = (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, kernels: {backend_name(probe)}, "
-        f"timer: {args.timer}, {rounds} rounds, malloc: {malloc}"
+        f"torch {torch.__version__}, {where}, kernels: {backend_name(probe)}, "
+        f"timer: {args.timer}, {rounds} rounds" + (f", peak {peak_gbps:.0f} GB/s" if peak_gbps else "")
     )
     print(header, file=sys.stderr)
     jobs = [(m, s) for s in shapes for m in modules]
@@ -454,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         jobs_iter = jobs
     rows: list[dict[str, object]] = []
     for name, shape in jobs_iter:
-        rows.extend(measure(name, shape, methods, rounds, timer))
+        rows.extend(measure(name, shape, methods, rounds, timer, device, not args.no_breakdown))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "kernels.csv", "w", newline="") as handle:
@@ -463,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         writer.writerows(rows)
     plot(rows, out / "kernels.png")
     print_table(rows, header)
-    print_summary(rows, header, out / "kernels.md")
+    print_summary(rows, header, out / "kernels.md", peak_gbps)
     print(f"wrote kernels.csv, kernels.md and kernels.png into {out}", file=sys.stderr)
 
 
