@@ -36,15 +36,19 @@ def in_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
 
 
-def run(name: str, dim: int, dtype: torch.dtype, layout: str, reference: bool) -> dict[str, torch.Tensor]:
-    """Output, gradients (input and every parameter) and floating buffers after one training step."""
-    module = build(name, dim).train().to(dtype)
-    x = in_layout(sample(name, dim, batch=BATCH, dtype=torch.float64), layout).to(dtype).requires_grad_()
+def run(
+    name: str, dim: int, dtype: torch.dtype, layout: str, reference: bool, device: str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Output, gradients (input and every parameter) and floating buffers after one training step, on
+    ``device`` (returned on the CPU)."""
+    module = build(name, dim).train().to(device=device, dtype=dtype)
+    x = in_layout(sample(name, dim, batch=BATCH, dtype=torch.float64), layout)
+    x = x.to(device=device, dtype=dtype).requires_grad_()
     generator = torch.Generator().manual_seed(7)
     grad = torch.randn(x.shape, generator=generator, dtype=torch.float64)
     with excite.use_reference(reference):
         y = module(x)
-        grad = in_layout(grad, layout).to(dtype)
+        grad = in_layout(grad, layout).to(device=device, dtype=dtype)
         names = ["x"] + [n for n, _ in module.named_parameters()]
         grads = torch.autograd.grad(y, [x] + list(module.parameters()), grad, allow_unused=True)
     out = {"y": y, "x.stride": torch.tensor(y.stride()), "grad.stride": torch.tensor(grads[0].stride())}
@@ -54,7 +58,7 @@ def run(name: str, dim: int, dtype: torch.dtype, layout: str, reference: bool) -
     for key, buffer in module.named_buffers():
         if buffer.is_floating_point():
             out[f"buffer {key}"] = buffer
-    return out
+    return {key: value.detach().cpu() for key, value in out.items()}
 
 
 def assert_as_accurate(name: str, fused: dict, ref: dict, truth: dict, dtype: torch.dtype) -> None:

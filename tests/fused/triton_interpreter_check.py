@@ -3,6 +3,10 @@ Triton is imported): every module's fused path with the Triton kernels pinned, o
 Triton's interpreter executes, against the reference path, with the criterion of
 ``test_fused_equivalence.py`` (error against the float64 reference within twice the reference's own
 error plus 16 units of roundoff). Prints one line per failure and ``OK <count>`` at the end.
+
+On a CUDA machine, ``python tests/fused/triton_interpreter_check.py --device cuda`` runs the same cases
+through the compiled kernels on the GPU (no interpreter), against the reference path on the same GPU
+and the float64 reference on the CPU (``scripts/gpu_check.sh`` does this first).
 """
 
 from __future__ import annotations
@@ -22,8 +26,14 @@ from test_fused_equivalence import assert_as_accurate, run  # noqa: E402
 from excite.fused import _triton, forced_backend  # noqa: E402
 
 
-def main() -> int:
-    assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before importing triton"
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    device = argv[argv.index("--device") + 1] if "--device" in argv else "cpu"
+    if device == "cpu":
+        assert os.environ.get("TRITON_INTERPRET") == "1", "set TRITON_INTERPRET=1 before importing triton"
+    elif not torch.cuda.is_available():
+        print(f"SKIP --device {device}: CUDA is not available")
+        return 0
     if _triton.load() is None:
         print("SKIP triton is not installed")
         return 0
@@ -34,15 +44,15 @@ def main() -> int:
     failures = 0
     for name, dim, dtype, layout in cases:
         truth = run(name, dim, torch.float64, layout, reference=True)
-        ref = run(name, dim, dtype, layout, reference=True)
+        ref = run(name, dim, dtype, layout, reference=True, device=device)
         with forced_backend("triton"):
-            fused = run(name, dim, dtype, layout, reference=False)
+            fused = run(name, dim, dtype, layout, reference=False, device=device)
         try:
             assert_as_accurate(name, fused, ref, truth, dtype)
         except AssertionError as error:
             failures += 1
             print(f"FAIL {name} dim={dim} {dtype} {layout}: {error}")
-    print(f"OK {len(cases) - failures} of {len(cases)}")
+    print(f"OK {len(cases) - failures} of {len(cases)} on {device}")
     return 1 if failures else 0
 
 
