@@ -156,3 +156,28 @@ def test_variants(name: str) -> None:
     assert_as_accurate(
         name, run_variant(torch.float32, False), run_variant(torch.float32, True), truth, torch.float32
     )
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16), ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("size", [(13, 11), (97, 91), (5, 3, 7)], ids=str)
+def test_coordinate_attention_plane_sizes(size: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Coordinate Attention's gradient statistics take four lines at a time from a per-row product
+    buffer, with a remainder (13 lines), and read the inputs directly when a plane exceeds the buffer
+    (97 x 91 = 8,827 positions > 8,192); both against the reference path, in 2-D and 3-D."""
+    dim = len(size)
+
+    def run_coord(precision: torch.dtype, reference: bool) -> dict[str, torch.Tensor]:
+        module = build("coord", dim).train().to(precision)
+        generator = torch.Generator().manual_seed(5)
+        x = torch.randn((2, 16, *size), generator=generator, dtype=torch.float64)
+        x = x.to(precision).requires_grad_()
+        with excite.use_reference(reference):
+            y = module(x)
+            grad = torch.randn(y.shape, generator=generator, dtype=torch.float64).to(precision)
+            grads = torch.autograd.grad(y, [x] + list(module.parameters()), grad)
+        out = {"y": y, "x.stride": torch.tensor(y.stride()), "grad.stride": torch.tensor(grads[0].stride())}
+        out.update({f"grad {i}": g for i, g in enumerate(grads)})
+        return out
+
+    truth = run_coord(torch.float64, True)
+    assert_as_accurate("coord", run_coord(dtype, False), run_coord(dtype, True), truth, dtype)
