@@ -48,6 +48,15 @@ def test_presets_and_overrides():
         customise(quick, arms=["sse"])
     with pytest.raises(ValueError, match="preset must be"):
         preset("medium")
+    # The brain-MRI search part is in the full preset and added to quick by name, in the search's order.
+    assert full.search_parts == ("attention", "frequency", "segmentation")
+    assert quick.search_parts == ("attention", "frequency")
+    parts = customise(quick, search="quick", search_parts=["segmentation", "attention"]).search_parts
+    assert parts == ("attention", "segmentation")
+    with pytest.raises(ValueError, match="--search-parts must be"):
+        customise(quick, search_parts=["ranking"])
+    with pytest.raises(ValueError, match="--search-parts must be"):
+        customise(quick, search_parts=[])
 
 
 def test_sweep_arms_build_se_with_a_floored_bottleneck(tiny_classification):

@@ -323,16 +323,19 @@ def customise(
     with_3d: bool | None = None,
     search: str | None = None,
     graphs: bool | None = None,
+    search_parts: Sequence[str] | None = None,
 ) -> StudyConfig:
     """Apply the command line's overrides. ``arms`` names arms of any task; each task keeps those it has.
 
     ``tasks`` selects among the engine's tasks and the sections (``graphs``, ``search``); then
     ``with_3d``, ``graphs`` and ``search`` add or remove their part (``search`` also picks the search
-    preset, ``"none"`` removes it). ``dim=3`` turns the 2-D segmentation task itself into the 3-D one
-    (``--dim 3``); ``with_3d`` adds the separate 3-D task next to the 2-D one.
+    preset, ``"none"`` removes it); ``search_parts`` picks the search's parts among ``attention``,
+    ``frequency`` and ``segmentation`` (the brain-MRI search, about 19 minutes on 2 cores at the quick
+    search preset, in the full preset by default). ``dim=3`` turns the 2-D segmentation task itself into
+    the 3-D one (``--dim 3``); ``with_3d`` adds the separate 3-D task next to the 2-D one.
 
     Raises:
-        ValueError: an unknown task, arm or search preset, or a task left without arms.
+        ValueError: an unknown task, arm, search preset or search part, or a task left without arms.
     """
     config = replace(config)
     if seeds is not None:
@@ -370,6 +373,16 @@ def customise(
         for task in config.engine_tasks():
             if not config.arms[task]:
                 raise ValueError(f"study: no arm of --arms {list(arms)} belongs to the {task} task")
+    if search_parts is not None:
+        from ..search.study import PARTS as SEARCH_PARTS
+
+        unknown = sorted(set(search_parts) - set(SEARCH_PARTS))
+        if unknown or not search_parts:
+            raise ValueError(
+                f"study: --search-parts must be a comma list among {list(SEARCH_PARTS)}, "
+                f"got {list(search_parts)}"
+            )
+        config.search_parts = tuple(p for p in SEARCH_PARTS if p in search_parts)
     if sweep_reduction is not None:
         config.sweep_reduction = sweep_reduction
     if dim is not None:
