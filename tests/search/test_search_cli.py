@@ -33,6 +33,16 @@ def test_parts_are_checked() -> None:
         parse_parts(",")
 
 
+def test_cli_reports_a_bad_option_without_a_traceback(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("EXCITE_DEBUG", raising=False)
+    assert main(["search", "--parts", "nas"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("excite search: --parts must be a comma list") and "Traceback" not in err
+    monkeypatch.setenv("EXCITE_DEBUG", "1")
+    with pytest.raises(ValueError, match="--parts"):
+        main(["search", "--parts", "nas"])
+
+
 def test_search_verb_writes_the_attention_comparison(tmp_path, monkeypatch, capsys) -> None:
     if FASHION_MNIST.find() is None:
         pytest.skip("Fashion-MNIST is not installed")

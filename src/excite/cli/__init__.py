@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 VERBS = ("study", "profile", "recommend", "search", "data")
@@ -44,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ValueError as error:
+        # The library raises ValueError for what the user can fix (an unknown name, a bad option, a
+        # size the model cannot take) with a message that says what and how; a traceback would bury
+        # it. EXCITE_DEBUG=1 keeps the traceback.
+        if os.environ.get("EXCITE_DEBUG", "0") == "1":
+            raise
+        message = str(error)
+        prefix = f"excite {args.verb}: "
+        print(message if message.startswith("excite") else prefix + message, file=sys.stderr)
+        print("(EXCITE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -53,6 +53,25 @@ def build_name() -> str:
     return f"excite_fused_cpu_{digest.hexdigest()[:16]}"
 
 
+def _import_cpp_extension() -> Any:
+    """``torch.utils.cpp_extension``, imported without its "No CUDA runtime is found" warning.
+
+    A CUDA build of torch on a machine without a GPU logs that warning when the module is first imported
+    (it looks for CUDA_HOME at import time). These kernels are plain C++ and never use CUDA, so on every
+    CPU-only machine it would be noise on the first fused call of every process.
+    """
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        logger.setLevel(previous)
+    return cpp_extension
+
+
 def failure() -> str | None:
     """Why the extension is not in use, or None if it is (or has not been tried yet)."""
     return _failure
@@ -71,8 +90,7 @@ def load() -> Any | None:
             _failure = "disabled by EXCITE_FUSED_CPP=0"
             return None
         try:
-            from torch.utils import cpp_extension
-
+            cpp_extension = _import_cpp_extension()
             cpp_extension.verify_ninja_availability()
             flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
             machine = platform.machine().lower()

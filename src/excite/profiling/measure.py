@@ -212,9 +212,23 @@ class Arm:
             "attention_bytes_fwdbwd": sum(c.bytes_fwdbwd for c in costs),
             "attention_modules": len(costs),
             "traffic_source": ",".join(sorted({c.source for c in costs})),
-            "peak_train_bytes": peak_train_bytes(self.model, self.example),
+            "peak_train_bytes": self._first_training_step(),
         }
         return self.counts
+
+    def _first_training_step(self) -> int:
+        """The peak training memory, from the first training step: the step that finds out whether the
+        model can train on this input at all."""
+        try:
+            return peak_train_bytes(self.model, self.example)
+        except ValueError as error:
+            if "more than 1 value per channel" not in str(error):
+                raise
+            raise ValueError(
+                f"measure: a training step of {type(self.model).__name__} on input "
+                f"{list(self.input_size)} fails: {error}. BatchNorm cannot train on a single value per "
+                "channel (batch 1 reaching a 1x1 feature map); use a batch of at least 2 or a larger input."
+            ) from error
 
     def warm_up(self, steps: int) -> None:
         for _ in range(steps):
