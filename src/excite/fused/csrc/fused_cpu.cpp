@@ -1429,10 +1429,27 @@ void check_strip(const Tensor& t, const Geometry& g, int64_t length, at::ScalarT
   TORCH_CHECK(ok, what, ": strip strides ", t.strides(), " do not match the layout");
 }
 
+// Lines shorter than one 512-bit vector of floats take scalar loops (see axis_sum_plane).
+constexpr int64_t kShortLine = 16;
+
 // NCS plane runs: the D*H lines of one (n, c) row, each W long, with per-line values in arrays (one
 // call per row: a call per 56-wide line would cost as much as the line).
 template <typename T, typename A = acc_t<T>>
 EXCITE_RUN void axis_sum_plane(const T* EXCITE_R x, A* EXCITE_R sw, A* EXCITE_R lines, int64_t count, int64_t len) {
+  if (len < kShortLine) {
+    // A vector reduction per line of 7 or 14 costs more than the line; plain adds pipeline instead.
+    for (int64_t l = 0; l < count; ++l) {
+      const T* xl = x + l * len;
+      A line = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        const A v = load(xl + i);
+        sw[i] += v;
+        line += v;
+      }
+      lines[l] = line;
+    }
+    return;
+  }
   for (int64_t l = 0; l < count; ++l) {
     const T* xl = x + l * len;
     A line = 0;
@@ -1449,6 +1466,18 @@ EXCITE_RUN void axis_sum_plane(const T* EXCITE_R x, A* EXCITE_R sw, A* EXCITE_R 
 template <typename T, typename A = acc_t<T>>
 EXCITE_RUN void axis_apply_plane(const T* EXCITE_R x, T* EXCITE_R y, const A* EXCITE_R gw, const A* EXCITE_R gh,
                                  const A* EXCITE_R gd, int64_t count, int64_t len) {
+  if (len < kShortLine) {
+    for (int64_t l = 0; l < count; ++l) {
+      const T* xl = x + l * len;
+      T* yl = y + l * len;
+      const A h = gh[l], d = gd[l];
+      for (int64_t i = 0; i < len; ++i) {
+        const A v = round_to<T>(round_to<T>(load(xl + i) * gw[i]) * h);
+        store(yl + i, v * d);
+      }
+    }
+    return;
+  }
   for (int64_t l = 0; l < count; ++l) {
     const T* xl = x + l * len;
     T* yl = y + l * len;
@@ -1494,6 +1523,19 @@ EXCITE_RUN void product_run(const T* EXCITE_R g, const T* EXCITE_R x, A* EXCITE_
 template <typename A>
 EXCITE_RUN void axis_stats_products(const A* EXCITE_R q, const A* EXCITE_R gw, const A* EXCITE_R hd, A* EXCITE_R dw,
                                     A* EXCITE_R lines, int64_t count, int64_t len) {
+  if (len < kShortLine) {
+    for (int64_t l = 0; l < count; ++l) {
+      const A* ql = q + l * len;
+      const A k = hd[l];
+      A line = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        dw[i] += ql[i] * k;
+        line += ql[i] * gw[i];
+      }
+      lines[l] = line;
+    }
+    return;
+  }
   int64_t l = 0;
   for (; l + 4 <= count; l += 4) {
     const A* q0 = q + l * len;
@@ -1531,6 +1573,15 @@ EXCITE_RUN void axis_stats_products(const A* EXCITE_R q, const A* EXCITE_R gw, c
 template <typename T, typename A = acc_t<T>>
 EXCITE_RUN void axis_grad_plane(const T* EXCITE_R g, T* EXCITE_R y, const A* EXCITE_R gw, const A* EXCITE_R hd,
                                 const A* EXCITE_R k, const A* EXCITE_R kw, int64_t count, int64_t len) {
+  if (len < kShortLine) {
+    for (int64_t l = 0; l < count; ++l) {
+      const T* gl = g + l * len;
+      T* yl = y + l * len;
+      const A scale = hd[l], shift = k[l];
+      for (int64_t i = 0; i < len; ++i) store(yl + i, load(gl + i) * gw[i] * scale + shift + kw[i]);
+    }
+    return;
+  }
   for (int64_t l = 0; l < count; ++l) {
     const T* gl = g + l * len;
     T* yl = y + l * len;
