@@ -162,8 +162,8 @@ def test_variants(name: str) -> None:
 @pytest.mark.parametrize("size", [(13, 11), (97, 91), (5, 3, 7)], ids=str)
 def test_coordinate_attention_plane_sizes(size: tuple[int, ...], dtype: torch.dtype) -> None:
     """Coordinate Attention's gradient statistics take four lines at a time from a per-row product
-    buffer, with a remainder (13 lines), and read the inputs directly when a plane exceeds the buffer
-    (97 x 91 = 8,827 positions > 8,192); both against the reference path, in 2-D and 3-D."""
+    buffer, with a remainder (13 lines), and in blocks of whole lines when a plane exceeds the buffer
+    (97 x 91 = 8,827 positions > 8,192: 90 lines, then 7); against the reference path, in 2-D and 3-D."""
     dim = len(size)
 
     def run_coord(precision: torch.dtype, reference: bool) -> dict[str, torch.Tensor]:

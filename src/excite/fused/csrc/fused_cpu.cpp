@@ -1490,28 +1490,10 @@ EXCITE_RUN void axis_apply_plane(const T* EXCITE_R x, T* EXCITE_R y, const A* EX
   }
 }
 
-template <typename T, typename A = acc_t<T>>
-EXCITE_RUN void axis_stats_plane(const T* EXCITE_R g, const T* EXCITE_R x, const A* EXCITE_R gw, const A* EXCITE_R hd,
-                                 A* EXCITE_R dw, A* EXCITE_R lines, int64_t count, int64_t len) {
-  for (int64_t l = 0; l < count; ++l) {
-    const T* gl = g + l * len;
-    const T* xl = x + l * len;
-    const A k = hd[l];
-    A line = 0;
-    EXCITE_SIMD_SUM(line)
-    for (int64_t i = 0; i < len; ++i) {
-      const A q = load(gl + i) * load(xl + i);
-      dw[i] += q * k;
-      line += q * gw[i];
-    }
-    lines[l] = line;
-  }
-}
-
-// q = g x for one (n, c) row, into an L1-resident buffer. Reading g and x in the same loop that
-// accumulates the per-column sums (axis_stats_plane) ran at well under half the bandwidth of a plain
+// q = g x for a block of lines of one (n, c) row, into an L1-resident buffer. Reading g and x in the
+// same loop that accumulates the per-column sums ran at well under half the bandwidth of a plain
 // two-stream read on x86 (the per-column stores interleave with two input streams); a plain product
-// loop streams at full speed and the reductions then read the buffer from L1.
+// loop streams at full speed and the reductions (axis_stats_products) then read the buffer from L1.
 template <typename T, typename A = acc_t<T>>
 EXCITE_RUN void product_run(const T* EXCITE_R g, const T* EXCITE_R x, A* EXCITE_R q, int64_t len) {
   EXCITE_SIMD
@@ -1661,9 +1643,10 @@ void axis_kernel(const Tensor& x, const OptTensor& grad, const Geometry& g, int6
     // Per-line values (line l = d * H + h) in one buffer per chunk of rows, not one per row.
     at::parallel_for(0, g.N * C, row_grain(g.S), [&](int64_t begin, int64_t end) {
     std::vector<A> first(count), second(count);
-    // Products of a whole row for the grad stats when the row fits in L1 with room to spare.
-    constexpr int64_t kProductRow = 8192;
-    std::vector<A> products(PHASE == 2 && g.S <= kProductRow ? g.S : 0);
+    // The grad stats' products, a block of whole lines at a time (at most 8,192 values, or one line if
+    // that is longer): L1-resident whatever the plane's size.
+    const int64_t block_lines = std::max<int64_t>(1, std::min<int64_t>(count, 8192 / std::max<int64_t>(W, 1)));
+    std::vector<A> products(PHASE == 2 ? block_lines * W : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t n = r / C, c = r % C;
       const T* xp = kReadsX ? X.row(n, c) : nullptr;
@@ -1689,11 +1672,12 @@ void axis_kernel(const Tensor& x, const OptTensor& grad, const Geometry& g, int6
         std::fill(owr, owr + W, A(0));
         if constexpr (PHASE == 0) {
           axis_sum_plane(xp, owr, second.data(), count, W);
-        } else if (!products.empty()) {
-          product_run(gp, xp, products.data(), g.S);
-          axis_stats_products(products.data(), GW + r * W, first.data(), owr, second.data(), count, W);
         } else {
-          axis_stats_plane(gp, xp, GW + r * W, first.data(), owr, second.data(), count, W);
+          for (int64_t l0 = 0; l0 < count; l0 += block_lines) {
+            const int64_t lines = std::min(block_lines, count - l0);
+            product_run(gp + l0 * W, xp + l0 * W, products.data(), lines * W);
+            axis_stats_products(products.data(), GW + r * W, first.data() + l0, owr, second.data() + l0, lines, W);
+          }
         }
         A* ohr = OH + r * H;
         A* odr = OD ? OD + r * D : nullptr;
