@@ -242,18 +242,15 @@ def test_cli_prints_and_writes(tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} >= {"profile.csv", "profile.json"}
 
 
-def test_a_model_that_cannot_train_on_the_input_gets_a_clear_error(capsys):
+def test_a_model_that_cannot_train_on_the_input_gets_a_clear_error(capsys, monkeypatch):
     """Batch 1 reaching a 1x1 map: BatchNorm cannot train on one value per channel; the profiler says
     so and what to change, and the CLI prints it without a traceback (exit 2)."""
-    from excite.cli import profile as verb
+    from excite.cli import main
 
     with pytest.raises(ValueError, match="use a batch of at least 2 or a larger input"):
         excite.profile(small_resnet18(), (1, 3, 8, 8), attentions=["se"], warmup=0, repeats=1, progress=False)
-    parser = argparse.ArgumentParser()
-    verb.add_parser(parser.add_subparsers())
-    argv = ["profile", "resnet18", "--attention", "se", "--input-size", "32", "--batch", "1"]
-    args = parser.parse_args(argv)
-    assert verb.run(args) == 2
+    monkeypatch.delenv("EXCITE_DEBUG", raising=False)
+    assert main(["profile", "resnet18", "--attention", "se", "--input-size", "32", "--batch", "1"]) == 2
     assert "batch of at least 2" in capsys.readouterr().err
 
 

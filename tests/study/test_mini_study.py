@@ -207,8 +207,9 @@ def test_cli_missing_data_prints_how_to_get_it(tmp_path, monkeypatch, capsys):
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
 
 
-def test_cli_rejects_unknown_arm(capsys):
-    from excite.cli.study import run
+def test_cli_rejects_unknown_arm(capsys, monkeypatch):
+    from excite.cli import main
 
-    assert run(_parse(["study", "--arms", "none,bogus"])) == 2
+    monkeypatch.delenv("EXCITE_DEBUG", raising=False)
+    assert main(["study", "--arms", "none,bogus"]) == 2
     assert "unknown arm(s) ['bogus']" in capsys.readouterr().err

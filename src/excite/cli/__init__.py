@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("EXCITE_DEBUG", "0") == "1":
             raise
         message = str(error)
-        prefix = f"excite {args.verb}: "
-        print(message if message.startswith("excite") else prefix + message, file=sys.stderr)
+        if not message.startswith("excite"):
+            message = f"excite {args.verb}: {message.removeprefix(f'{args.verb}: ')}"
+        print(message, file=sys.stderr)
         print("(EXCITE_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 

@@ -80,22 +80,16 @@ def run(args: argparse.Namespace) -> int:
     attentions = (
         "all" if args.attention == "all" else [a.strip() for a in args.attention.split(",") if a.strip()]
     )
-    try:
-        table = profiling.profile(
-            args.model,
-            size,
-            attentions=attentions,
-            device=args.device,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            presets=not args.no_presets,
-            progress=True,
-        )
-    except ValueError as error:
-        # An unknown model or attention, a bad size, a model that cannot train on this input: the
-        # message says which; a traceback would bury it.
-        print(f"excite profile: {error}", file=sys.stderr)
-        return 2
+    table = profiling.profile(
+        args.model,
+        size,
+        attentions=attentions,
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        presets=not args.no_presets,
+        progress=True,
+    )
     try:
         from rich.console import Console
 

@@ -126,30 +126,28 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A bad option or a run folder of another configuration raises ValueError, which excite.cli.main
+    # reports as one line (exit 2); missing data gets its own message with how to install it.
     from ..study import customise, preset, run_study
 
-    try:
-        config = customise(
-            preset(args.preset),
-            seeds=[int(s) for s in args.seeds] if args.seeds is not None else None,
-            tasks=args.tasks,
-            arms=args.arms,
-            sweep_reduction=True if args.sweep_reduction else None,
-            dim=args.dim,
-            with_3d=args.with_3d,
-            search=args.search,
-            graphs=args.graphs,
-            search_parts=args.search_parts,
-        )
-        if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads must be at least 1, got {args.threads}")
-            import torch
+    config = customise(
+        preset(args.preset),
+        seeds=[int(s) for s in args.seeds] if args.seeds is not None else None,
+        tasks=args.tasks,
+        arms=args.arms,
+        sweep_reduction=True if args.sweep_reduction else None,
+        dim=args.dim,
+        with_3d=args.with_3d,
+        search=args.search,
+        graphs=args.graphs,
+        search_parts=args.search_parts,
+    )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        import torch
 
-            torch.set_num_threads(args.threads)
-    except ValueError as error:
-        print(f"excite study: {str(error).removeprefix('study: ')}", file=sys.stderr)
-        return 2
+        torch.set_num_threads(args.threads)
     try:
         run_study(
             config,
@@ -164,9 +162,4 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"excite study: data missing.\n{error}", file=sys.stderr)
         return 1
-    except ValueError as error:
-        # A run folder of another configuration, or a setting the data cannot satisfy: the message says
-        # which and what to do; a traceback would hide it.
-        print(f"excite study: {error}", file=sys.stderr)
-        return 2
     return 0
