@@ -44,6 +44,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -155,6 +156,29 @@ def fused_kernel_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+def profiled_training(
+    module: nn.Module, x: torch.Tensor, grad: torch.Tensor, iterations: int, cuda_only: bool = False
+) -> Any:
+    """torch.profiler over ``iterations`` forward+backward steps of ``module`` (input and every trainable
+    parameter), after one unprofiled step (a first call may build or compile the kernels). CPU ops are
+    recorded, and CUDA kernels when ``x`` is on a GPU; ``cuda_only`` records the kernels alone."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cuda = x.device.type == "cuda"
+    activities = [ProfilerActivity.CUDA] if cuda_only else [ProfilerActivity.CPU]
+    if cuda and not cuda_only:
+        activities.append(ProfilerActivity.CUDA)
+    inputs = [x] + [p for p in module.parameters() if p.requires_grad]
+    torch.autograd.grad(module(x), inputs, grad)
+    with torch_profile(activities=activities) as prof:
+        for _ in range(iterations):
+            torch.autograd.grad(module(x), inputs, grad)
+        if cuda:
+            torch.cuda.synchronize()
+    return prof
+
+
 def kernel_share(
     module: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device, iterations: int = 3
 ) -> tuple[float, float]:
@@ -167,18 +191,8 @@ def kernel_share(
     small ops a little, so the share is a lower bound for the kernels. On a GPU the seconds are the
     kernels' device time, which is what their bandwidth is measured against.
     """
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
-    inputs = [x] + [p for p in module.parameters() if p.requires_grad]
     cuda = device.type == "cuda"
-    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
-    torch.autograd.grad(module(x), inputs, grad)  # a first call may build or compile the kernels
-    with torch_profile(activities=activities) as prof:
-        for _ in range(iterations):
-            torch.autograd.grad(module(x), inputs, grad)
-        if cuda:
-            torch.cuda.synchronize()
+    prof = profiled_training(module, x, grad, iterations, cuda_only=cuda)
     names = fused_kernel_names()
     total = inside = 0.0
     for event in prof.key_averages():
@@ -186,7 +200,7 @@ def kernel_share(
         if cuda and event.device_type != torch.autograd.DeviceType.CUDA:
             continue
         total += spent
-        if any(event.key.startswith(n) or n in event.key for n in names):
+        if any(n in event.key for n in names):
             inside += spent
     share = inside / total if total else math.nan
     return share, inside * 1e-6 / iterations  # the profiler's times are in microseconds
@@ -516,24 +530,12 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
 
 def profile(name: str, shape: tuple[int, ...], device: torch.device | None = None) -> None:
     """The op-level breakdown of the fused path's forward + backward (torch.profiler)."""
-    from torch.profiler import ProfilerActivity
-    from torch.profiler import profile as torch_profile
-
     device = device or torch.device("cpu")
-    cuda = device.type == "cuda"
     module = build_excite(name, shape[1], shape[2]).to(device).train()
     x = torch.randn(shape, device=device, requires_grad=True)
     grad = torch.randn(shape, device=device)
-    inputs = [x] + list(module.parameters())
-    for _ in range(2):
-        torch.autograd.grad(module(x), inputs, grad)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with torch_profile(activities=activities) as prof:
-        for _ in range(5):
-            torch.autograd.grad(module(x), inputs, grad)
-        if cuda:
-            torch.cuda.synchronize()
-    sort_by = "self_device_time_total" if cuda else "self_cpu_time_total"
+    prof = profiled_training(module, x, grad, iterations=5)
+    sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort_by, row_limit=20))
 
 
