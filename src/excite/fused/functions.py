@@ -466,8 +466,11 @@ def _spatial_conv(conv: nn.Module, pooled: Tensor) -> Tensor:
 
 
 def _cbam_channel_gate(module: nn.Module, x: Tensor, total: Tensor, top: Tensor) -> Tensor:
+    """``σ(mlp(mean) + mlp(max))`` with the shared MLP run once on both pools stacked (half the small
+    layer calls forward and backward; the rows are independent, so the numbers are the same)."""
     mean = (total / _positions(x)).to(x.dtype)
-    return module.tap(torch.sigmoid(module.mlp(mean) + module.mlp(top.to(x.dtype))))
+    both = module.mlp(torch.cat([mean, top.to(x.dtype)]))
+    return module.tap(torch.sigmoid(both[: mean.shape[0]] + both[mean.shape[0] :]))
 
 
 def cbam(module: nn.Module, x: Tensor) -> Tensor:
