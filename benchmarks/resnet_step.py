@@ -32,36 +32,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from kernels import keep_freed_memory  # benchmarks/ is the script's folder, first on sys.path
 from torch import nn
 
 import excite
 import excite.models as models
 
 ATTENTIONS = ("se", "cse", "eca", "fca", "spse", "rgse", "cbam", "sse", "scse", "coord", "simam")
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc to keep freed memory instead of returning it to the OS (``mallopt``), for this process.
-
-    With glibc's defaults a freed 25 MB tensor goes back to the OS (mmap threshold, heap trimming), and
-    the next output of that size pays a page fault per 4 KiB page on first touch: about 1.5 ms at
-    ``[8, 256, 56, 56]`` on this machine, half an LB, paid by every method that returns a fresh tensor
-    but not by LB's ``out=`` pass. Keeping freed memory (what jemalloc/tcmalloc, which PyTorch's CPU
-    performance guides recommend, do anyway) compares the methods on their passes over memory. Returns
-    whether it took effect (glibc only; ``--system-malloc`` skips it).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        trim_threshold, mmap_threshold = -1, -3  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD (malloc.h)
-        return bool(libc.mallopt(trim_threshold, 2**30)) and bool(libc.mallopt(mmap_threshold, 32 * 2**20))
-    except (OSError, AttributeError):
-        return False
 
 
 def make_step(
