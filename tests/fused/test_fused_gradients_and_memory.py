@@ -51,13 +51,57 @@ def test_gradcheck(name: str, dim: int, backend: str, layout: str) -> None:
         assert torch.autograd.gradcheck(function, (x, *parameters), fast_mode=True)
 
 
-@pytest.mark.parametrize("dim", (1, 2, 3))
-def test_small_conv_backward(dim: int) -> None:
-    """CBAM's spatial convolution with the two-forward-convolutions backward."""
-    generator = torch.Generator().manual_seed(0)
-    inp = torch.randn((2, 2) + (5,) * dim, generator=generator, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn((1, 2) + (3,) * dim, generator=generator, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w: SmallConvFunction.apply(a, w, (1,) * dim), (inp, weight))
+CONVS = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+
+
+@pytest.mark.parametrize("backend", ("cpp", "torch"))
+@pytest.mark.parametrize(
+    "size, kernel",
+    [((17,), 7), ((13, 11), 7), ((3, 2), 7), ((9, 10), 3), ((4, 5, 6), 5), ((3, 4, 5), 3)],
+    ids=str,
+)
+def test_small_conv_against_torch_convolution(backend: str, size: tuple[int, ...], kernel: int) -> None:
+    """CBAM's spatial convolution (2 -> 1 channels, odd kernel, "same" zero padding): output, input
+    gradient and weight gradient equal ``F.conv{1,2,3}d`` and its autograd, maps smaller than the kernel
+    included, and the backward passes gradcheck."""
+    dim = len(size)
+    generator = torch.Generator().manual_seed(dim * 100 + kernel)
+    inp = torch.randn((3, 2, *size), generator=generator, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn((1, 2, *(kernel,) * dim), generator=generator, dtype=torch.float64).requires_grad_()
+    grad = torch.randn((3, 1, *size), generator=generator, dtype=torch.float64)
+    expected = CONVS[dim](inp, weight, padding=kernel // 2)
+    with forced_backend(backend):
+        out = SmallConvFunction.apply(inp, weight)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        got = torch.autograd.grad(out, (inp, weight), grad)
+        want = torch.autograd.grad(expected, (inp, weight), grad)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        small = (inp[:2].detach().requires_grad_(), weight)
+        assert torch.autograd.gradcheck(SmallConvFunction.apply, small)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.float16), ids=str)
+def test_small_conv_low_precision(dtype: torch.dtype) -> None:
+    """In fp32/bf16/fp16 the C++ kernels accumulate in fp32 and round once: within one rounding (plus
+    the fp32 accumulation error) of the fp64 convolution of the same rounded values."""
+    generator = torch.Generator().manual_seed(1)
+    inp = torch.randn((4, 2, 20, 19), generator=generator).to(dtype).requires_grad_()
+    weight = torch.randn((1, 2, 7, 7), generator=generator, requires_grad=True)
+    grad = torch.randn((4, 1, 20, 19), generator=generator).to(dtype)
+    wide_inp = inp.detach().double().requires_grad_()
+    wide_weight = weight.detach().to(dtype).double().requires_grad_()
+    expected = torch.nn.functional.conv2d(wide_inp, wide_weight, padding=3)
+    want = torch.autograd.grad(expected, (wide_inp, wide_weight), grad.double())
+    with forced_backend("cpp"):
+        out = SmallConvFunction.apply(inp, weight)
+        got = torch.autograd.grad(out, (inp, weight), grad)
+    assert out.dtype == dtype and got[0].dtype == dtype and got[1].dtype == torch.float32
+    # One rounding to the dtype, plus fp32 rounding in each of the (at most 98) accumulated products.
+    step = torch.finfo(dtype).eps + 98 * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(out.double(), expected, rtol=step, atol=step * expected.abs().max().item())
+    torch.testing.assert_close(got[0].double(), want[0], rtol=step, atol=step * want[0].abs().max().item())
+    torch.testing.assert_close(got[1].double(), want[1], rtol=1e-5, atol=1e-5 * want[1].abs().max().item())
 
 
 def saved_storage_bytes(

@@ -320,3 +320,31 @@ def cbam_grad(
     xf, dxp = _cbam_dxp(grad, x, r, m, kmean, kmaxc, pmax)
     hit = (xf == cmax.unsqueeze(2)).to(xf.dtype)
     out.copy_(dxp * r.unsqueeze(2) + krow.unsqueeze(2) + hit * kcmaxc.unsqueeze(2))
+
+
+# CBAM's spatial convolution (C_in -> 1 channel, odd kernel, stride 1, "same" zero padding, no bias).
+# ``weight`` is in the accumulation dtype, already rounded to the input's dtype.
+_CONVS = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}
+
+
+def _same_padding(weight: Tensor) -> list[int]:
+    return [k // 2 for k in weight.shape[2:]]
+
+
+def small_conv(inp: Tensor, weight: Tensor, out: Tensor) -> None:
+    conv = _CONVS[inp.dim() - 2]
+    out.copy_(conv(inp, weight.to(inp.dtype), padding=_same_padding(weight)))
+
+
+def small_conv_input_grad(grad: Tensor, weight: Tensor, out: Tensor) -> None:
+    """``conv(grad, flip(w)ᵀ)``: the transposed convolution as a forward one."""
+    conv = _CONVS[out.dim() - 2]
+    flipped = weight.to(out.dtype).flip(tuple(range(2, weight.dim()))).transpose(0, 1)
+    out.copy_(conv(grad, flipped, padding=_same_padding(weight)))
+
+
+def small_conv_weight_grad(grad: Tensor, inp: Tensor, weight: Tensor) -> Tensor:
+    """``conv(inputᵀ, gradᵀ)ᵀ``: batch and channel axes swapped, the gradient map as the kernel."""
+    conv = _CONVS[inp.dim() - 2]
+    swapped = conv(inp.transpose(0, 1), grad.transpose(0, 1), padding=_same_padding(weight))
+    return swapped.transpose(0, 1).to(weight.dtype)

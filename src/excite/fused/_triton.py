@@ -867,3 +867,7 @@ def cbam_grad(
     out: Tensor,
 ):
     _cbam(False, grad, x, r, m, kmean, kmaxc, pmax, krow, kcmaxc, cmax, out, channels_last)
+
+
+# CBAM's spatial convolution runs on cuDNN, which handles these small maps well: the torch-op versions.
+from ._torch_ops import small_conv, small_conv_input_grad, small_conv_weight_grad  # noqa: E402, F401

@@ -414,45 +414,50 @@ def rgse(module: nn.Module, x: Tensor) -> Tensor:
 
 
 class SmallConvFunction(torch.autograd.Function):
-    """A stride-1, zero-padded, bias-free convolution whose backward is two forward convolutions.
+    """CBAM's spatial convolution (C_in -> 1 channel, odd kernel, stride 1, "same" zero padding, no
+    bias) through the backend's ``small_conv`` kernels.
 
-    CBAM's spatial convolution maps 2 channels to 1; for such channel counts oneDNN's backward is about
-    5x slower than its forward (5.7 ms vs 0.45 ms on ``[8, 2, 56, 56]``, 1 thread), more than all of
-    CBAM's passes over the feature map. ``dinput = conv(dout, flip(w)ᵀ)`` and
-    ``dw = conv(inputᵀ, doutᵀ)ᵀ`` (batch and channel axes swapped, the map itself as the kernel).
+    The map is small (``[8, 2, 56, 56]`` at ResNet-50's first stage) and oneDNN's set-up outweighs the
+    arithmetic there: forward, input gradient and weight gradient cost 0.35, 0.24 and 0.61 ms on 2 CPU
+    threads, half an LB at that stage (its own backward for 2 -> 1 channels was 5.7 ms on 1 thread,
+    which is why the gradients are never left to it). On CPU the C++ kernels sum shifted rows; the
+    torch-op and Triton backends run ``dinput = conv(dout, flip(w)ᵀ)`` and ``dw = conv(inputᵀ, doutᵀ)ᵀ``
+    (batch and channel axes swapped, the map itself as the kernel). The weight is rounded to the input's
+    dtype first, as the reference convolution under autocast does.
     """
 
     @staticmethod
-    def forward(ctx, inp, weight, padding):
-        ctx.save_for_backward(inp, weight)
-        ctx.padding = padding
-        return _CONVS[inp.dim() - 2](inp, weight, padding=padding)
+    def forward(ctx, inp, weight):
+        ops = kernels(inp)
+        inp = inp.contiguous()
+        taps = _rounded(weight, inp)
+        out = inp.new_empty((inp.shape[0], 1, *inp.shape[2:]))
+        ops.small_conv(inp, taps, out)
+        ctx.save_for_backward(inp, taps)
+        ctx.weight_dtype = weight.dtype
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        inp, weight = ctx.saved_tensors
-        conv = _CONVS[inp.dim() - 2]
-        grad = grad.to(inp.dtype)
-        spatial = tuple(range(2, inp.dim()))
+        inp, taps = ctx.saved_tensors
+        ops = kernels(inp)
+        grad = grad.to(inp.dtype).contiguous()
         grad_input = grad_weight = None
         if ctx.needs_input_grad[0]:
-            flipped = weight.to(inp.dtype).flip(spatial).transpose(0, 1)
-            grad_input = conv(grad, flipped, padding=ctx.padding)
+            grad_input = torch.empty_like(inp)
+            ops.small_conv_input_grad(grad, taps, grad_input)
         if ctx.needs_input_grad[1]:
-            grad_weight = conv(inp.transpose(0, 1), grad.transpose(0, 1), padding=ctx.padding).transpose(0, 1)
-            grad_weight = grad_weight.to(weight.dtype)
-        return grad_input, grad_weight, None
-
-
-_CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+            grad_weight = ops.small_conv_weight_grad(grad, inp, taps).to(ctx.weight_dtype)
+        return grad_input, grad_weight
 
 
 def _spatial_conv(conv: nn.Module, pooled: Tensor) -> Tensor:
     """CBAM's spatial convolution, through :class:`SmallConvFunction` when it is the plain one CBAM
-    builds (odd kernel, 'same' zero padding, no bias, stride 1)."""
+    builds (one output channel, odd kernel, 'same' zero padding, no bias, stride 1)."""
     plain = (
         isinstance(conv, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+        and conv.out_channels == 1
         and conv.bias is None
         and conv.groups == 1
         and conv.padding_mode == "zeros"
@@ -462,7 +467,7 @@ def _spatial_conv(conv: nn.Module, pooled: Tensor) -> Tensor:
     )
     if not plain:
         return conv(pooled)
-    return SmallConvFunction.apply(pooled, conv.weight, conv.padding)
+    return SmallConvFunction.apply(pooled, conv.weight)
 
 
 def _cbam_channel_gate(module: nn.Module, x: Tensor, total: Tensor, top: Tensor) -> Tensor:

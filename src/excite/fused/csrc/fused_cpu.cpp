@@ -1992,6 +1992,202 @@ void cbam_grad(const Tensor& grad, const Tensor& x, bool channels_last, const Te
   });
 }
 
+
+// ---------------------------------------------------------------------------------------------------
+// CBAM's spatial convolution: C_in -> 1 channel, odd kernel, stride 1, "same" zero padding, no bias, on
+// the small pooled map (N, C_in, *spatial), contiguous, 1-3 spatial axes (viewed as D, H, W). oneDNN
+// spends more on set-up than on the arithmetic for maps this small (and its backward for 2 -> 1
+// channels is several times its forward). Each output row is a sum of shifted input rows, one
+// multiply-add per tap and position along the unit-stride W axis.
+
+struct ConvGeometry {
+  int64_t N, C, D, H, W, KD, KH, KW;
+};
+
+ConvGeometry conv_geometry(const Tensor& inp, const Tensor& weight) {
+  const int64_t dims = inp.dim() - 2;
+  TORCH_CHECK(dims >= 1 && dims <= 3, "small_conv: input must be (N, C, *spatial) with 1-3 spatial axes");
+  TORCH_CHECK(inp.is_contiguous(), "small_conv: input must be contiguous");
+  TORCH_CHECK(weight.dim() == inp.dim() && weight.size(0) == 1 && weight.size(1) == inp.size(1),
+              "small_conv: weight must be (1, C, *kernel)");
+  TORCH_CHECK(weight.is_contiguous() && weight.scalar_type() == acc_type(inp),
+              "small_conv: weight must be contiguous in the accumulation dtype");
+  int64_t sizes[3] = {1, 1, 1}, kernel[3] = {1, 1, 1};
+  for (int64_t i = 0; i < dims; ++i) {
+    sizes[3 - dims + i] = inp.size(2 + i);
+    kernel[3 - dims + i] = weight.size(2 + i);
+    TORCH_CHECK(kernel[3 - dims + i] % 2 == 1, "small_conv: kernel sizes must be odd");
+  }
+  return {inp.size(0), inp.size(1), sizes[0], sizes[1], sizes[2], kernel[0], kernel[1], kernel[2]};
+}
+
+inline int64_t conv_grain(const ConvGeometry& g, int64_t taps_per_row) {
+  return std::max<int64_t>(1, 32768 / std::max<int64_t>(taps_per_row * g.W, 1));
+}
+
+// A contiguous (N, 1, *spatial) map of the given dtype: the convolution's output and its gradient.
+void check_single_channel(const Tensor& t, const ConvGeometry& g, at::ScalarType dtype, const char* what) {
+  TORCH_CHECK(t.is_contiguous() && t.scalar_type() == dtype && t.numel() == g.N * g.D * g.H * g.W, what,
+              " must be a contiguous (N, 1, *spatial) tensor of the input's dtype");
+}
+
+// f(kd, kh, row_d, row_h) for each kernel row whose map row (d + sign·(kd - PD), h + sign·(kh - PH)) lies
+// inside the map: sign +1 gathers the input rows of an output row, -1 the output rows of an input row.
+template <class F>
+inline void for_each_tap_row(const ConvGeometry& g, int64_t d, int64_t h, int64_t sign, const F& f) {
+  for (int64_t kd = 0; kd < g.KD; ++kd) {
+    const int64_t row_d = d + sign * (kd - g.KD / 2);
+    if (row_d < 0 || row_d >= g.D) continue;
+    for (int64_t kh = 0; kh < g.KH; ++kh) {
+      const int64_t row_h = h + sign * (kh - g.KH / 2);
+      if (row_h >= 0 && row_h < g.H) f(kd, kh, row_d, row_h);
+    }
+  }
+}
+
+// A row widened to the accumulation type between `pad` zeros on each side, so that every tap below
+// reads a full, unmasked window of it.
+template <typename T, typename A = acc_t<T>>
+EXCITE_RUN void padded_row_run(const T* EXCITE_R src, A* EXCITE_R dst, int64_t pad, int64_t len) {
+  std::fill(dst, dst + pad, A(0));
+  EXCITE_SIMD
+  for (int64_t i = 0; i < len; ++i) dst[pad + i] = load(src + i);
+  std::fill(dst + pad + len, dst + 2 * pad + len, A(0));
+}
+
+// acc[i] += Σ_k taps[k] · padded[i + k]: one kernel row's taps over a padded input row.
+template <typename A>
+EXCITE_RUN void taps_accumulate_run(const A* EXCITE_R padded, const A* EXCITE_R taps, int64_t K, A* EXCITE_R acc,
+                                    int64_t len) {
+  for (int64_t k = 0; k < K; ++k) {
+    const A w = taps[k];
+    const A* EXCITE_R window = padded + k;
+    EXCITE_SIMD
+    for (int64_t i = 0; i < len; ++i) acc[i] += w * window[i];
+  }
+}
+
+// products[k][i] += a[i] · padded[i + k]: the weight gradient's K elementwise products of one row pair,
+// summed along i only once per chunk of rows (a horizontal sum per row and tap would cost more than
+// the products).
+template <typename A>
+EXCITE_RUN void taps_product_run(const A* EXCITE_R a, const A* EXCITE_R padded, int64_t K, A* EXCITE_R products,
+                                 int64_t len) {
+  for (int64_t k = 0; k < K; ++k) {
+    const A* EXCITE_R window = padded + k;
+    A* EXCITE_R line = products + k * len;
+    EXCITE_SIMD
+    for (int64_t i = 0; i < len; ++i) line[i] += a[i] * window[i];
+  }
+}
+
+template <typename T, typename A = acc_t<T>>
+EXCITE_RUN void store_run(const A* EXCITE_R acc, T* EXCITE_R out, int64_t len) {
+  EXCITE_SIMD
+  for (int64_t i = 0; i < len; ++i) store(out + i, acc[i]);
+}
+
+// out[n, 0, d, h, :] = Σ_{c, kd, kh, kw} w[c, kd, kh, kw] · inp[n, c, d + kd - PD, h + kh - PH, : + kw - PW]
+void small_conv(const Tensor& inp, const Tensor& weight, const Tensor& out) {
+  const ConvGeometry g = conv_geometry(inp, weight);
+  check_single_channel(out, g, inp.scalar_type(), "small_conv: out");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inp.scalar_type(), "small_conv", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* X = inp.data_ptr<scalar_t>();
+    const A* Wt = weight.data_ptr<A>();
+    scalar_t* Y = out.data_ptr<scalar_t>();
+    const int64_t PW = g.KW / 2;
+    at::parallel_for(0, g.N * g.D * g.H, conv_grain(g, g.C * g.KD * g.KH * g.KW), [&](int64_t begin, int64_t end) {
+      std::vector<A> acc(g.W), padded(g.W + 2 * PW);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / (g.D * g.H), d = (r / g.H) % g.D, h = r % g.H;
+        std::fill(acc.begin(), acc.end(), A(0));
+        for (int64_t c = 0; c < g.C; ++c) {
+          for_each_tap_row(g, d, h, 1, [&](int64_t kd, int64_t kh, int64_t id, int64_t ih) {
+            padded_row_run(X + (((n * g.C + c) * g.D + id) * g.H + ih) * g.W, padded.data(), PW, g.W);
+            taps_accumulate_run(padded.data(), Wt + ((c * g.KD + kd) * g.KH + kh) * g.KW, g.KW, acc.data(), g.W);
+          });
+        }
+        store_run(acc.data(), Y + r * g.W, g.W);
+      }
+    });
+  });
+}
+
+// The input gradient: out[n, c, d, h, :] = Σ_{kd, kh, kw} w[c, kd, kh, kw] · grad[n, d - kd + PD, h - kh + PH,
+// : - kw + PW] (the transposed convolution).
+void small_conv_input_grad(const Tensor& grad, const Tensor& weight, const Tensor& out) {
+  const ConvGeometry g = conv_geometry(out, weight);
+  check_single_channel(grad, g, out.scalar_type(), "small_conv_input_grad: grad");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out.scalar_type(), "small_conv_input_grad", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* G = grad.data_ptr<scalar_t>();
+    const A* Wt = weight.data_ptr<A>();
+    scalar_t* Y = out.data_ptr<scalar_t>();
+    const int64_t PW = g.KW / 2;
+    at::parallel_for(0, g.N * g.C * g.D * g.H, conv_grain(g, g.KD * g.KH * g.KW), [&](int64_t begin, int64_t end) {
+      std::vector<A> acc(g.W), padded(g.W + 2 * PW), flipped(g.KW);
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t n = r / (g.C * g.D * g.H), c = (r / (g.D * g.H)) % g.C, d = (r / g.H) % g.D, h = r % g.H;
+        std::fill(acc.begin(), acc.end(), A(0));
+        for_each_tap_row(g, d, h, -1, [&](int64_t kd, int64_t kh, int64_t od, int64_t oh) {
+          // grad[w - kw + PW] over kw is the padded grad row read at w + (KW - 1 - kw): flipped taps.
+          const A* taps = Wt + ((c * g.KD + kd) * g.KH + kh) * g.KW;
+          for (int64_t k = 0; k < g.KW; ++k) flipped[k] = taps[g.KW - 1 - k];
+          padded_row_run(G + ((n * g.D + od) * g.H + oh) * g.W, padded.data(), PW, g.W);
+          taps_accumulate_run(padded.data(), flipped.data(), g.KW, acc.data(), g.W);
+        });
+        store_run(acc.data(), Y + r * g.W, g.W);
+      }
+    });
+  });
+}
+
+// The weight gradient: Σ_{n, d, h, w} grad[n, d, h, w] · inp[n, c, d + kd - PD, h + kh - PH, w + kw - PW], in
+// the accumulation dtype. Output rows are split into a fixed number of chunks whose partial sums are
+// added in chunk order, so the result does not depend on the thread count.
+Tensor small_conv_weight_grad(const Tensor& grad, const Tensor& inp, const Tensor& weight) {
+  const ConvGeometry g = conv_geometry(inp, weight);
+  check_single_channel(grad, g, inp.scalar_type(), "small_conv_weight_grad: grad");
+  Tensor result = at::empty(weight.sizes(), weight.options());
+  const int64_t taps = g.C * g.KD * g.KH * g.KW;
+  const int64_t rows = g.N * g.D * g.H;
+  const int64_t chunks = std::min<int64_t>(rows, 16);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, inp.scalar_type(), "small_conv_weight_grad", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* G = grad.data_ptr<scalar_t>();
+    const scalar_t* X = inp.data_ptr<scalar_t>();
+    const int64_t PW = g.KW / 2;
+    std::vector<A> partial(chunks * taps, A(0));
+    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<A> grow(g.W), padded(g.W + 2 * PW), products(taps * g.W);
+      for (int64_t chunk = begin; chunk < end; ++chunk) {
+        std::fill(products.begin(), products.end(), A(0));
+        for (int64_t r = chunk * rows / chunks; r < (chunk + 1) * rows / chunks; ++r) {
+          const int64_t n = r / (g.D * g.H), d = (r / g.H) % g.D, h = r % g.H;
+          padded_row_run(G + r * g.W, grow.data(), 0, g.W);
+          for (int64_t c = 0; c < g.C; ++c) {
+            for_each_tap_row(g, d, h, 1, [&](int64_t kd, int64_t kh, int64_t id, int64_t ih) {
+              padded_row_run(X + (((n * g.C + c) * g.D + id) * g.H + ih) * g.W, padded.data(), PW, g.W);
+              taps_product_run(grow.data(), padded.data(), g.KW,
+                               products.data() + ((c * g.KD + kd) * g.KH + kh) * g.KW * g.W, g.W);
+            });
+          }
+        }
+        A* part = partial.data() + chunk * taps;
+        for (int64_t t = 0; t < taps; ++t) part[t] = sum_run<A, A>(products.data() + t * g.W, g.W);
+      }
+    });
+    A* out = result.data_ptr<A>();
+    for (int64_t t = 0; t < taps; ++t) {
+      A total = 0;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[chunk * taps + t];
+      out[t] = total;
+    }
+  });
+  return result;
+}
+
 }  // namespace excite_fused
 
 // Registered as torch.ops.excite_fused.* (no pybind11: the build stays short). Called only from the
@@ -2015,4 +2211,7 @@ TORCH_LIBRARY(excite_fused, m) {
   m.def("axis_grad", &axis_grad);
   m.def("cbam_grad_stats", &cbam_grad_stats);
   m.def("cbam_grad", &cbam_grad);
+  m.def("small_conv", &small_conv);
+  m.def("small_conv_input_grad", &small_conv_input_grad);
+  m.def("small_conv_weight_grad", &small_conv_weight_grad);
 }
