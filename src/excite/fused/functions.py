@@ -402,7 +402,9 @@ def rgse(module: nn.Module, x: Tensor) -> Tensor:
         padding: list[int] = []
         for axis in range(dim, 0, -1):
             padding += [0, spatial[axis - 1] - window.shape[axis]]
-        return F.pad(window, padding) if any(padding) else window
+        # With one cell per axis the widening reshape is a view with zero strides: materialise it once
+        # here, not in every kernel call.
+        return F.pad(window, padding) if any(padding) else window.contiguous()
 
     weights = [module.fusion.weight] if kernel is not None else []
     bank = _cached_bank(module, x, weights, build, (pool, kernel))

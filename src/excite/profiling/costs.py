@@ -199,13 +199,13 @@ def _fused_pass_model(module: nn.Module, shape: Sequence[int]) -> PassModel | No
             elementwise_bank=4,
         )
     if name == "rgse":
-        # The window bank is built by repeating per axis: the first repeat's 1/pool-sized result is
-        # written and read once more (and summed back in backward).
-        repeat = 2.0 / module.pool_size
-        # Cached for evaluation as SPSE's: the forward reads the bank, a training step also builds it.
+        # Cached for evaluation as SPSE's: the forward reads the bank. A training step with a fusion
+        # convolution also builds it (one write: each cell's weight widened by one copy), reads it again
+        # for the input gradient, writes its gradient (filter_grad) and sums that back per cell. Without
+        # one the bank is fixed and cached, and backward only reads it.
         if module.fusion_kernel is not None:
-            return PassModel(fwd=3, bwd=6, elementwise=2, fwd_bank=1, bwd_bank=12 + 2 * repeat)
-        return PassModel(fwd=3, bwd=5, elementwise=2, fwd_bank=1, bwd_bank=6 + repeat)
+            return PassModel(fwd=3, bwd=6, elementwise=2, fwd_bank=1, bwd_bank=4)
+        return PassModel(fwd=3, bwd=5, elementwise=2, fwd_bank=1, bwd_bank=1)
     if name == "sse":
         return PassModel(fwd=3, bwd=6, elementwise=1)
     if name == "scse":
