@@ -106,7 +106,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--search-parts",
-        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        type=_comma_list,
         default=None,
         metavar="PARTS",
         help="the search section's parts, a comma list among attention, frequency, segmentation (the "

@@ -1992,7 +1992,6 @@ void cbam_grad(const Tensor& grad, const Tensor& x, bool channels_last, const Te
   });
 }
 
-
 // ---------------------------------------------------------------------------------------------------
 // CBAM's spatial convolution: C_in -> 1 channel, odd kernel, stride 1, "same" zero padding, no bias, on
 // the small pooled map (N, C_in, *spatial), contiguous, 1-3 spatial axes (viewed as D, H, W). oneDNN
@@ -2179,11 +2178,8 @@ Tensor small_conv_weight_grad(const Tensor& grad, const Tensor& inp, const Tenso
       }
     });
     A* out = result.data_ptr<A>();
-    for (int64_t t = 0; t < taps; ++t) {
-      A total = 0;
-      for (int64_t chunk = 0; chunk < chunks; ++chunk) total += partial[chunk * taps + t];
-      out[t] = total;
-    }
+    std::fill(out, out + taps, A(0));
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) accumulate_run<A, A>(partial.data() + chunk * taps, out, taps);
   });
   return result;
 }
